@@ -1,0 +1,164 @@
+"""Authentication (hashed bearer tokens) and workspace resolution, API.md §2."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Annotated, Any
+from uuid import UUID
+
+import psycopg
+from fastapi import Depends, Request
+
+from usagemeter.db import Row, queries
+from usagemeter.web import ApiError, Conn, bad_request, not_found, parse_uuid
+
+Q = queries(__file__)
+
+PAT_PREFIX = "mul_"
+DAEMON_PREFIX = "mdt_"
+ROLES = ("owner", "admin", "member")
+MANAGERS = ("owner", "admin")
+
+
+def new_token(prefix: str) -> str:
+    return prefix + secrets.token_hex(20)
+
+
+def digest(token: str) -> bytes:
+    """Tokens are 160 random bits, so an unsalted SHA-256 is a safe one-way store."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: a user (PAT) or a daemon bound to one workspace."""
+
+    user_id: UUID | None
+    daemon_workspace_id: UUID | None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "daemon_workspace_id": self.daemon_workspace_id}
+
+
+@dataclass(frozen=True)
+class Workspace:
+    id: UUID
+    role: str
+
+
+async def authenticate(request: Request, conn: Conn) -> Caller:
+    """The Bearer token's owner, or 401."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "missing authorization")
+    if not token.startswith((PAT_PREFIX, DAEMON_PREFIX)):
+        raise ApiError(401, "invalid token")
+    row = await (await conn.execute(Q.authenticate, {"token_hash": digest(token)})).fetchone()
+    if row is None:
+        raise ApiError(401, "invalid token")
+    if row["kind"] == "daemon":
+        return Caller(user_id=None, daemon_workspace_id=row["workspace_id"])
+    return Caller(user_id=row["user_id"], daemon_workspace_id=None)
+
+
+CallerDep = Annotated[Caller, Depends(authenticate)]
+
+
+def _workspace_ref(request: Request) -> tuple[str, str] | None:
+    """The first workspace identifier present, in the order of API.md §2."""
+    q, h = request.query_params, request.headers
+    for kind, value in (
+        ("slug", q.get("workspace_slug")),
+        ("slug", h.get("x-workspace-slug")),
+        ("id", q.get("workspace_id")),
+        ("id", h.get("x-workspace-id")),
+    ):
+        if value:
+            return kind, value
+    return None
+
+
+async def workspace_access(
+    conn: psycopg.AsyncConnection[Row], caller: Caller, *, id: UUID | None, slug: str | None
+) -> Workspace:
+    """The workspace with the caller's role in it; 404 when unknown or not a member."""
+    params = {**caller.params, "id": id, "slug": slug}
+    row = await (await conn.execute(Q.workspace_access, params)).fetchone()
+    if row is None or row["role"] is None:
+        raise not_found("workspace")
+    return Workspace(id=row["id"], role=row["role"])
+
+
+async def current_workspace(request: Request, caller: CallerDep, conn: Conn) -> Workspace:
+    """The workspace a workspace-level route works on, from query or headers."""
+    ref = _workspace_ref(request)
+    if ref is None:
+        raise bad_request("workspace_id or workspace_slug is required")
+    kind, value = ref
+    if kind == "id":
+        return await workspace_access(conn, caller, id=parse_uuid(value, "workspace_id"), slug=None)
+    return await workspace_access(conn, caller, id=None, slug=value)
+
+
+
+def require_user(caller: Caller) -> UUID:
+    """Routes about people need a personal access token, not a daemon token."""
+    if caller.user_id is None:
+        raise ApiError(403, "a personal access token is required")
+    return caller.user_id
+
+
+def require_role(role: str | None, what: str) -> str:
+    """A role in the object's workspace, or 404 `<what> not found` (never reveal it exists)."""
+    if role is None:
+        raise not_found(what)
+    return role
+
+
+def create_token(
+    conn: psycopg.Connection[Row],
+    *,
+    email: str | None,
+    name: str,
+    workspace_slug: str | None,
+    role: str,
+    daemon: bool,
+) -> str:
+    """Create the user/workspace/membership as needed and return one new token."""
+    with conn.transaction():
+        workspace_id = None
+        if workspace_slug:
+            ws = conn.execute(Q.upsert_workspace, {"slug": workspace_slug}).fetchone()
+            assert ws is not None
+            workspace_id = ws["id"]
+        if daemon:
+            if workspace_id is None:
+                raise ValueError("a daemon token needs --workspace")
+            token = new_token(DAEMON_PREFIX)
+            user_id = None
+        else:
+            if not email:
+                raise ValueError("a personal access token needs --email")
+            user = conn.execute(Q.upsert_user, {"email": email, "name": name}).fetchone()
+            assert user is not None
+            user_id = user["id"]
+            if workspace_id is not None:
+                member = {"workspace_id": workspace_id, "user_id": user_id, "role": role}
+                conn.execute(Q.upsert_member, member)
+            token = new_token(PAT_PREFIX)
+        conn.execute(
+            Q.insert_token,
+            {
+                "kind": "daemon" if daemon else "pat",
+                "token_hash": digest(token),
+                "name": name,
+                "user_id": user_id,
+                "workspace_id": workspace_id,
+            },
+        )
+    return token

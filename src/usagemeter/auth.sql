@@ -1,0 +1,36 @@
+-- name: authenticate
+-- The token's owner; last_used_at is refreshed at most once a minute.
+WITH t AS (
+    SELECT id, kind, user_id, workspace_id FROM api_token WHERE token_hash = %(token_hash)s
+), touch AS (
+    UPDATE api_token a SET last_used_at = now()
+    FROM t
+    WHERE a.id = t.id AND (a.last_used_at IS NULL OR a.last_used_at < now() - interval '1 minute')
+)
+SELECT kind, user_id, workspace_id FROM t;
+
+-- name: workspace_access
+-- A workspace by id or slug, with the caller's role in it (NULL: no access).
+SELECT w.id, w.slug, caller_role(w.id, %(user_id)s, %(daemon_workspace_id)s) AS role
+FROM workspace w
+WHERE w.id = coalesce(%(id)s::uuid, (SELECT s.id FROM workspace s WHERE s.slug = %(slug)s));
+
+-- name: upsert_user
+INSERT INTO "user" (email, name) VALUES (%(email)s, %(name)s)
+ON CONFLICT (email) DO UPDATE
+    SET name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE "user".name END,
+        updated_at = now()
+RETURNING id;
+
+-- name: upsert_workspace
+INSERT INTO workspace (name, slug) VALUES (%(slug)s, %(slug)s)
+ON CONFLICT (slug) DO UPDATE SET slug = excluded.slug
+RETURNING id;
+
+-- name: upsert_member
+INSERT INTO member (workspace_id, user_id, role) VALUES (%(workspace_id)s, %(user_id)s, %(role)s)
+ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role;
+
+-- name: insert_token
+INSERT INTO api_token (kind, token_hash, name, user_id, workspace_id)
+VALUES (%(kind)s, %(token_hash)s, %(name)s, %(user_id)s, %(workspace_id)s);

@@ -1,0 +1,70 @@
+"""Settings, read once from the environment into a frozen object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str
+    help: str
+
+
+def _default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "usagemeter")
+
+
+# The one table of settings: it feeds Config, `usagemeter --help` and the README.
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "DATABASE_URL",
+        "",
+        "PostgreSQL (15+) connection URL. Empty: run the embedded PostgreSQL in the data dir.",
+    ),
+    Setting(
+        "USAGEMETER_DATA_DIR",
+        _default_data_dir(),
+        "Where the embedded PostgreSQL keeps its data (persistent across restarts).",
+    ),
+    Setting("USAGEMETER_HOST", "127.0.0.1", "Address `usagemeter serve` listens on."),
+    Setting("USAGEMETER_PORT", "8080", "Port `usagemeter serve` listens on."),
+    Setting("USAGEMETER_POOL_SIZE", "10", "Maximum database connections of the server."),
+    Setting(
+        "USAGEMETER_BATCH_MAX",
+        "100000",
+        "Most usage entries accepted by one POST /api/usage/batch request.",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str
+    data_dir: Path
+    host: str
+    port: int
+    pool_size: int
+    batch_max: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """Read every setting from the environment, falling back to its default."""
+        env = os.environ if env is None else env
+        v = {s.env: env.get(s.env) or s.default for s in SETTINGS}
+        try:
+            return cls(
+                database_url=v["DATABASE_URL"],
+                data_dir=Path(v["USAGEMETER_DATA_DIR"]).expanduser(),
+                host=v["USAGEMETER_HOST"],
+                port=int(v["USAGEMETER_PORT"]),
+                pool_size=int(v["USAGEMETER_POOL_SIZE"]),
+                batch_max=int(v["USAGEMETER_BATCH_MAX"]),
+            )
+        except ValueError as e:
+            raise SystemExit(f"invalid setting: {e}") from e

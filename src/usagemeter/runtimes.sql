@@ -1,0 +1,34 @@
+-- name: runtime_access
+-- A runtime with the caller's role in its own workspace (NULL role: not visible).
+SELECT r.id, r.workspace_id, r.timezone, r.owner_id,
+       caller_role(r.workspace_id, %(user_id)s, %(daemon_workspace_id)s) AS role
+FROM agent_runtime r
+WHERE r.id = %(id)s;
+
+-- name: list_runtimes
+-- The workspace's runtimes, oldest first; optionally only the caller's own.
+SELECT runtime_json(r) AS runtime
+FROM agent_runtime r
+WHERE r.workspace_id = %(workspace_id)s
+  AND (NOT %(mine)s OR r.owner_id = %(user_id)s)
+ORDER BY r.created_at, r.id;
+
+-- name: set_runtime_timezone
+UPDATE agent_runtime r
+SET timezone = coalesce(%(timezone)s::text, r.timezone),
+    updated_at = CASE WHEN %(timezone)s::text IS NULL THEN r.updated_at ELSE now() END
+WHERE r.id = %(id)s
+RETURNING runtime_json(r) AS runtime;
+
+-- name: lock_runtime
+SELECT id FROM agent_runtime WHERE id = %(id)s FOR UPDATE;
+
+-- name: count_active_agents
+SELECT count(*) AS n FROM agent WHERE runtime_id = %(id)s AND archived_at IS NULL;
+
+-- name: delete_archived_agents
+DELETE FROM agent WHERE runtime_id = %(id)s AND archived_at IS NOT NULL;
+
+-- name: delete_runtime
+-- Cascades the runtime's tasks and their usage.
+DELETE FROM agent_runtime WHERE id = %(id)s;

@@ -1,0 +1,108 @@
+"""Tasks: created for an agent on its runtime, then started and finished (API.md §6)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict
+
+from usagemeter.auth import Caller, CallerDep, current_workspace, require_role
+from usagemeter.db import Row, queries
+from usagemeter.issues import issue_for_caller
+from usagemeter.web import ApiError, Conn, bad_request, parse_model, parse_uuid
+
+Q = queries(__file__)
+STATUSES = ("queued", "dispatched", "running", "completed", "failed", "cancelled")
+# target status -> the statuses it may be reached from
+TRANSITIONS = {
+    "running": ["queued", "dispatched"],
+    "completed": ["running"],
+    "failed": ["queued", "dispatched", "running"],
+    "cancelled": ["queued", "dispatched", "running"],
+}
+
+
+class TaskIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    agent_id: str
+    issue_id: str | None = None
+
+
+async def task_for_caller(conn: psycopg.AsyncConnection[Row], caller: Caller, task_id: UUID) -> Row:
+    """The task (with its agent's workspace) if the caller may see it, else 404."""
+    row = await (await conn.execute(Q.task_access, {**caller.params, "id": task_id})).fetchone()
+    require_role(row["role"] if row else None, "task")
+    assert row is not None
+    return row
+
+
+async def _get(conn: psycopg.AsyncConnection[Row], task_id: UUID) -> Any:
+    return await (await conn.execute(Q.get_task, {"id": task_id})).fetchone()
+
+
+async def create_task(request: Request, caller: CallerDep, conn: Conn) -> Any:
+    """Queue a task for an agent of the workspace, on the agent's current runtime."""
+    body = await parse_model(request, TaskIn)
+    agent_id = parse_uuid(body.agent_id, "agent_id")
+    issue_id = parse_uuid(body.issue_id, "issue_id") if body.issue_id is not None else None
+    ws = await current_workspace(request, caller, conn)
+    if issue_id is not None:
+        await issue_for_caller(conn, caller, issue_id)
+    async with conn.transaction():
+        params = {"agent_id": agent_id, "workspace_id": ws.id}
+        agent = await (await conn.execute(Q.agent_for_task, params)).fetchone()
+        if agent is None:
+            raise ApiError(404, "agent not found")
+        if agent["archived"]:
+            raise ApiError(409, "agent is archived")
+        params = {"agent_id": agent_id, "runtime_id": agent["runtime_id"], "issue_id": issue_id}
+        row = await (await conn.execute(Q.create_task, params)).fetchone()
+        assert row is not None
+    return await _get(conn, row["id"])
+
+
+async def get_task(task_id: str, caller: CallerDep, conn: Conn) -> Any:
+    tid = parse_uuid(task_id, "task_id")
+    await task_for_caller(conn, caller, tid)
+    return await _get(conn, tid)
+
+
+async def list_tasks(
+    request: Request, caller: CallerDep, conn: Conn, status: str | None = None, limit: str | None = None
+) -> list[Row]:
+    """The workspace's tasks, newest first (`?status=`, `?limit=` up to 1000, default 100)."""
+    if status is not None and status not in STATUSES:
+        raise bad_request("invalid status")
+    if limit is not None and not (limit.isdigit() and 1 <= int(limit) <= 1000):
+        raise bad_request("invalid limit")
+    ws = await current_workspace(request, caller, conn)
+    params = {"workspace_id": ws.id, "status": status, "limit": int(limit or 100)}
+    return await (await conn.execute(Q.list_tasks, params)).fetchall()
+
+
+async def _transition(conn: psycopg.AsyncConnection[Row], caller: Caller, task_id: str, status: str) -> Any:
+    tid = parse_uuid(task_id, "task_id")
+    await task_for_caller(conn, caller, tid)
+    params = {"id": tid, "status": status, "from": TRANSITIONS[status]}
+    if await (await conn.execute(Q.transition_task, params)).fetchone() is None:
+        task = await _get(conn, tid)
+        raise ApiError(409, f"task is {task['status'] if task else 'gone'}")
+    return await _get(conn, tid)
+
+
+async def start_task(task_id: str, caller: CallerDep, conn: Conn) -> Any:
+    """queued/dispatched -> running (sets started_at)."""
+    return await _transition(conn, caller, task_id, "running")
+
+
+async def complete_task(task_id: str, caller: CallerDep, conn: Conn) -> Any:
+    """running -> completed."""
+    return await _transition(conn, caller, task_id, "completed")
+
+
+async def fail_task(task_id: str, caller: CallerDep, conn: Conn) -> Any:
+    """queued/dispatched/running -> failed."""
+    return await _transition(conn, caller, task_id, "failed")

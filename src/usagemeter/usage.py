@@ -1,0 +1,118 @@
+"""Usage reports, API.md §3."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from fastapi import Request
+
+from usagemeter.auth import Caller, CallerDep, current_workspace
+from usagemeter.issues import issue_for_caller
+from usagemeter.db import Row, queries
+from usagemeter.runtimes import runtime_for_caller
+from usagemeter.web import Conn, parse_days, parse_tz, parse_uuid
+
+Q = queries(__file__)
+
+
+async def _fetch(conn: psycopg.AsyncConnection[Row], sql: str, params: dict[str, Any]) -> list[Row]:
+    return await (await conn.execute(sql, params)).fetchall()
+
+
+async def _runtime_report(
+    conn: psycopg.AsyncConnection[Row],
+    caller: Caller,
+    runtime_id: str,
+    sql: str,
+    days: str | None,
+    tz: str | None,
+    default_days: int,
+) -> list[Row]:
+    rid = parse_uuid(runtime_id, "runtime_id")
+    n = parse_days(days, default_days)
+    zone = parse_tz(tz)
+    runtime = await runtime_for_caller(conn, caller, rid)
+    params = {"runtime_id": rid, "days": n, "tz": zone or runtime["timezone"]}
+    return await _fetch(conn, sql, params)
+
+
+async def runtime_usage(
+    runtime_id: str, caller: CallerDep, conn: Conn, days: str | None = None, tz: str | None = None
+) -> list[Row]:
+    """Daily tokens per provider and model (default 90 days), in the runtime's zone."""
+    return await _runtime_report(conn, caller, runtime_id, Q.runtime_usage, days, tz, 90)
+
+
+async def runtime_usage_by_agent(
+    runtime_id: str, caller: CallerDep, conn: Conn, days: str | None = None, tz: str | None = None
+) -> list[Row]:
+    """Tokens and task counts per agent and model (default 30 days)."""
+    return await _runtime_report(conn, caller, runtime_id, Q.runtime_usage_by_agent, days, tz, 30)
+
+
+async def runtime_usage_by_hour(
+    runtime_id: str, caller: CallerDep, conn: Conn, days: str | None = None, tz: str | None = None
+) -> list[Row]:
+    """Tokens and task counts per local hour of day and model (default 30 days)."""
+    return await _runtime_report(conn, caller, runtime_id, Q.runtime_usage_by_hour, days, tz, 30)
+
+
+async def runtime_activity(
+    runtime_id: str, caller: CallerDep, conn: Conn, tz: str | None = None
+) -> list[Row]:
+    """Started tasks per local hour of day, all time (`days` is ignored)."""
+    rid = parse_uuid(runtime_id, "runtime_id")
+    zone = parse_tz(tz)
+    runtime = await runtime_for_caller(conn, caller, rid)
+    return await _fetch(
+        conn, Q.runtime_activity, {"runtime_id": rid, "tz": zone or runtime["timezone"]}
+    )
+
+
+async def _viewer_zone(conn: psycopg.AsyncConnection[Row], caller: Caller) -> str:
+    """The caller's own zone (`"user".timezone`), else UTC."""
+    if caller.user_id is None:
+        return "UTC"
+    row = await (await conn.execute(Q.user_timezone, {"user_id": caller.user_id})).fetchone()
+    return (row and row["timezone"]) or "UTC"
+
+
+async def _workspace_report(
+    conn: psycopg.AsyncConnection[Row],
+    caller: Caller,
+    workspace_id: UUID,
+    sql: str,
+    days: int,
+    zone: str | None,
+) -> list[Row]:
+    tz = zone or await _viewer_zone(conn, caller)
+    return await _fetch(conn, sql, {"workspace_id": workspace_id, "days": days, "tz": tz})
+
+
+async def workspace_daily(
+    request: Request, caller: CallerDep, conn: Conn, days: str | None = None, tz: str | None = None
+) -> list[Row]:
+    """Daily tokens and task counts per model of the whole workspace (default 30 days)."""
+    n, zone = parse_days(days, 30), parse_tz(tz)
+    ws = await current_workspace(request, caller, conn)
+    return await _workspace_report(conn, caller, ws.id, Q.workspace_daily, n, zone)
+
+
+async def workspace_summary(
+    request: Request, caller: CallerDep, conn: Conn, days: str | None = None, tz: str | None = None
+) -> list[Row]:
+    """Tokens and task counts per model of the whole workspace, biggest first."""
+    n, zone = parse_days(days, 30), parse_tz(tz)
+    ws = await current_workspace(request, caller, conn)
+    return await _workspace_report(conn, caller, ws.id, Q.workspace_summary, n, zone)
+
+
+async def issue_usage(issue_id: str, caller: CallerDep, conn: Conn) -> Row:
+    """All-time totals of every task on the issue."""
+    iid = parse_uuid(issue_id, "issue_id")
+    await issue_for_caller(conn, caller, iid)
+    rows = await _fetch(conn, Q.issue_usage, {"issue_id": iid})
+    return rows[0]

@@ -1,0 +1,118 @@
+"""Workspaces, members and the caller's own profile (API.md §6)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import psycopg
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict
+
+from usagemeter.auth import MANAGERS, ROLES, CallerDep, current_workspace, require_user
+from usagemeter.db import Row, queries
+from usagemeter.web import ApiError, Conn, bad_request, is_zone, parse_model, parse_uuid
+
+Q = queries(__file__)
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+class WorkspaceIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    slug: str
+    name: str | None = None
+
+
+class MemberIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    email: str
+    role: str = "member"
+
+
+class MeIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    name: str | None = None
+    timezone: str | None = None
+
+
+async def list_workspaces(caller: CallerDep, conn: Conn) -> list[Row]:
+    """The workspaces the caller belongs to (or the daemon token's one)."""
+    return await (await conn.execute(Q.list_workspaces, caller.params)).fetchall()
+
+
+async def create_workspace(request: Request, caller: CallerDep, conn: Conn) -> Any:
+    """Create a workspace; the caller becomes its owner."""
+    user_id = require_user(caller)
+    body = await parse_model(request, WorkspaceIn)
+    if not SLUG.fullmatch(body.slug):
+        raise bad_request("invalid slug: use a-z, 0-9 and '-', at most 63 characters")
+    name = (body.name or "").strip() or body.slug
+    try:
+        async with conn.transaction():
+            row = await (await conn.execute(Q.create_workspace, {"name": name, "slug": body.slug})).fetchone()
+            assert row is not None
+            await conn.execute(Q.add_owner, {"workspace_id": row["id"], "user_id": user_id})
+    except psycopg.errors.UniqueViolation:
+        raise ApiError(409, "workspace slug already taken") from None
+    return row
+
+
+async def list_members(request: Request, caller: CallerDep, conn: Conn) -> list[Row]:
+    ws = await current_workspace(request, caller, conn)
+    return await (await conn.execute(Q.list_members, {"workspace_id": ws.id})).fetchall()
+
+
+async def put_member(request: Request, caller: CallerDep, conn: Conn) -> Any:
+    """Add a member by email (creating the user) or change their role; owners/admins only."""
+    body = await parse_model(request, MemberIn)
+    email = body.email.strip().lower()
+    if "@" not in email:
+        raise bad_request("invalid email")
+    if body.role not in ROLES:
+        raise bad_request("invalid role")
+    ws = await current_workspace(request, caller, conn)
+    if ws.role not in MANAGERS:
+        raise ApiError(403, "only owners and admins can manage members")
+    if body.role == "owner" and ws.role != "owner":
+        raise ApiError(403, "only owners can make owners")
+    params = {"workspace_id": ws.id, "email": email, "role": body.role}
+    return await (await conn.execute(Q.upsert_member, params)).fetchone()
+
+
+async def delete_member(user_id: str, request: Request, caller: CallerDep, conn: Conn) -> Any:
+    """Remove a member; a workspace always keeps at least one owner."""
+    uid = parse_uuid(user_id, "user_id")
+    ws = await current_workspace(request, caller, conn)
+    if ws.role not in MANAGERS and uid != caller.user_id:
+        raise ApiError(403, "only owners and admins can manage members")
+    params = {"workspace_id": ws.id, "user_id": uid}
+    async with conn.transaction():
+        row = await (await conn.execute(Q.member_role, params)).fetchone()
+        if row is None:
+            raise ApiError(404, "member not found")
+        others = await (await conn.execute(Q.other_owners, params)).fetchone()
+        if row["role"] == "owner" and others and others["n"] == 0:
+            raise ApiError(409, "cannot remove the last owner")
+        await conn.execute(Q.delete_member, params)
+    return {"status": "ok"}
+
+
+async def get_me(caller: CallerDep, conn: Conn) -> Any:
+    user_id = require_user(caller)
+    return await (await conn.execute(Q.get_me, {"user_id": user_id})).fetchone()
+
+
+async def patch_me(request: Request, caller: CallerDep, conn: Conn) -> Any:
+    """Change the caller's name or zone (the default zone of workspace reports)."""
+    user_id = require_user(caller)
+    body = await parse_model(request, MeIn)
+    set_tz = "timezone" in body.model_fields_set
+    if body.timezone and not is_zone(body.timezone):
+        raise bad_request("invalid IANA timezone")
+    params = {
+        "user_id": user_id,
+        "name": body.name,
+        "set_timezone": set_tz,
+        "timezone": body.timezone or None,
+    }
+    return await (await conn.execute(Q.update_me, params)).fetchone()
