@@ -106,11 +106,20 @@ class World:
         return self._id('SELECT id FROM "user" WHERE email = %(e)s', {"e": email})
 
     def runtime(self, ws: Any, tz: str = "UTC", provider: str = "claude", **cols: Any) -> Any:
-        values = {"workspace_id": ws, "name": "rt", "runtime_mode": "local", "provider": provider,
-                  "timezone": tz, "daemon_id": uuid.uuid4().hex, **cols}
+        values = {
+            "workspace_id": ws,
+            "name": "rt",
+            "runtime_mode": "local",
+            "provider": provider,
+            "timezone": tz,
+            "daemon_id": uuid.uuid4().hex,
+            **cols,
+        }
         names = ", ".join(values)
         params = ", ".join(f"%({k})s" for k in values)
-        return self._id(f"INSERT INTO agent_runtime ({names}) VALUES ({params}) RETURNING id", values)
+        return self._id(
+            f"INSERT INTO agent_runtime ({names}) VALUES ({params}) RETURNING id", values
+        )
 
     def agent(self, ws: Any, runtime: Any, name: str | None = None, archived: bool = False) -> Any:
         return self._id(

@@ -52,7 +52,12 @@ async def create_agent(request: Request, caller: CallerDep, conn: Conn) -> Any:
     body = await parse_model(request, AgentIn)
     name, runtime_id = _name(body.name), parse_uuid(body.runtime_id, "runtime_id")
     ws = await current_workspace(request, caller, conn)
-    params = {"workspace_id": ws.id, "name": name, "runtime_id": runtime_id, "owner_id": caller.user_id}
+    params = {
+        "workspace_id": ws.id,
+        "name": name,
+        "runtime_id": runtime_id,
+        "owner_id": caller.user_id,
+    }
     try:
         async with conn.transaction():
             await _check_runtime(conn, runtime_id, ws.id)

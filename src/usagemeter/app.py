@@ -8,8 +8,18 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from usagemeter import __version__, agents, daemon, ingest, issues, metrics, runtimes, tasks
-from usagemeter import usage, workspaces
+from usagemeter import (
+    __version__,
+    agents,
+    daemon,
+    ingest,
+    issues,
+    metrics,
+    runtimes,
+    tasks,
+    usage,
+    workspaces,
+)
 from usagemeter.config import Config
 from usagemeter.db import make_pool
 from usagemeter.web import install_error_handlers

@@ -105,7 +105,6 @@ async def current_workspace(request: Request, caller: CallerDep, conn: Conn) -> 
     return await workspace_access(conn, caller, id=None, slug=value)
 
 
-
 def require_user(caller: Caller) -> UUID:
     """Routes about people need a personal access token, not a daemon token."""
     if caller.user_id is None:

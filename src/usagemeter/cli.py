@@ -52,7 +52,9 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     where = "DATABASE_URL" if cfg.database_url else f"embedded PostgreSQL in {cfg.data_dir}"
     err.print(f"usagemeter serving on http://{host or cfg.host}:{port or cfg.port} ({where})")
-    uvicorn.run(create_app(cfg, url), host=host or cfg.host, port=port or cfg.port, log_level="info")
+    uvicorn.run(
+        create_app(cfg, url), host=host or cfg.host, port=port or cfg.port, log_level="info"
+    )
 
 
 @app.command()
@@ -71,8 +73,12 @@ def token_create(
     workspace: Annotated[
         str | None, typer.Option(help="Workspace slug (created when missing).")
     ] = None,
-    role: Annotated[str, typer.Option(help="Role in --workspace: owner, admin or member.")] = "member",
-    daemon: Annotated[bool, typer.Option("--daemon", help="A daemon token bound to --workspace.")] = False,
+    role: Annotated[
+        str, typer.Option(help="Role in --workspace: owner, admin or member.")
+    ] = "member",
+    daemon: Annotated[
+        bool, typer.Option("--daemon", help="A daemon token bound to --workspace.")
+    ] = False,
 ) -> None:
     """Create a token and print it alone on the last line of stdout."""
     if role not in ROLES:
@@ -100,7 +106,12 @@ def demo(
     cfg = Config.from_env()
     with connect(_ready_url(cfg)) as conn:
         token = create_token(
-            conn, email="demo@example.com", name="Demo", workspace_slug=workspace, role="owner", daemon=False
+            conn,
+            email="demo@example.com",
+            name="Demo",
+            workspace_slug=workspace,
+            role="owner",
+            daemon=False,
         )
         summary = demo_data.fill(conn, slug=workspace, days=days, seed=seed)
     err.print(summary)

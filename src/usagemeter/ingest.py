@@ -111,7 +111,9 @@ async def write_usage(
         async with conn.cursor().copy(Q.copy_staging) as copy:
             for row in _rows(task_ids, entries):
                 await copy.write_row(row)
-        bad = await (await conn.execute(Q.first_foreign_entry, {"workspace_id": workspace_id})).fetchone()
+        bad = await (
+            await conn.execute(Q.first_foreign_entry, {"workspace_id": workspace_id})
+        ).fetchone()
         if bad is not None:
             raise bad_request(f"invalid usage entry {bad['ord']}: task not found")
         try:

@@ -21,7 +21,9 @@ class IssueIn(BaseModel):
     title: str
 
 
-async def issue_for_caller(conn: psycopg.AsyncConnection[Row], caller: Caller, issue_id: UUID) -> None:
+async def issue_for_caller(
+    conn: psycopg.AsyncConnection[Row], caller: Caller, issue_id: UUID
+) -> None:
     """404 `issue not found` unless the caller may see the issue's workspace."""
     row = await (await conn.execute(Q.issue_access, {**caller.params, "id": issue_id})).fetchone()
     require_role(row["role"] if row else None, "issue")
@@ -38,7 +40,9 @@ async def create_issue(request: Request, caller: CallerDep, conn: Conn) -> Any:
     if not title:
         raise bad_request("invalid title")
     ws = await current_workspace(request, caller, conn)
-    return await (await conn.execute(Q.create_issue, {"workspace_id": ws.id, "title": title})).fetchone()
+    return await (
+        await conn.execute(Q.create_issue, {"workspace_id": ws.id, "title": title})
+    ).fetchone()
 
 
 async def delete_issue(issue_id: str, caller: CallerDep, conn: Conn) -> dict[str, str]:

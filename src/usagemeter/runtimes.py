@@ -58,7 +58,9 @@ async def patch_runtime(runtime_id: str, request: Request, caller: CallerDep, co
     runtime = await runtime_for_caller(conn, caller, rid)
     if not _may_edit(runtime, caller):
         raise ApiError(403, "you can only edit your own runtimes")
-    row = await (await conn.execute(Q.set_runtime_timezone, {"id": rid, "timezone": timezone})).fetchone()
+    row = await (
+        await conn.execute(Q.set_runtime_timezone, {"id": rid, "timezone": timezone})
+    ).fetchone()
     if row is None:
         raise ApiError(404, "runtime not found")
     return row["runtime"]

@@ -52,8 +52,8 @@ async def create_task(request: Request, caller: CallerDep, conn: Conn) -> Any:
     if issue_id is not None:
         await issue_for_caller(conn, caller, issue_id)
     async with conn.transaction():
-        params = {"agent_id": agent_id, "workspace_id": ws.id}
-        agent = await (await conn.execute(Q.agent_for_task, params)).fetchone()
+        scope = {"agent_id": agent_id, "workspace_id": ws.id}
+        agent = await (await conn.execute(Q.agent_for_task, scope)).fetchone()
         if agent is None:
             raise ApiError(404, "agent not found")
         if agent["archived"]:
@@ -71,7 +71,11 @@ async def get_task(task_id: str, caller: CallerDep, conn: Conn) -> Any:
 
 
 async def list_tasks(
-    request: Request, caller: CallerDep, conn: Conn, status: str | None = None, limit: str | None = None
+    request: Request,
+    caller: CallerDep,
+    conn: Conn,
+    status: str | None = None,
+    limit: str | None = None,
 ) -> list[Row]:
     """The workspace's tasks, newest first (`?status=`, `?limit=` up to 1000, default 100)."""
     if status is not None and status not in STATUSES:
@@ -83,7 +87,9 @@ async def list_tasks(
     return await (await conn.execute(Q.list_tasks, params)).fetchall()
 
 
-async def _transition(conn: psycopg.AsyncConnection[Row], caller: Caller, task_id: str, status: str) -> Any:
+async def _transition(
+    conn: psycopg.AsyncConnection[Row], caller: Caller, task_id: str, status: str
+) -> Any:
     tid = parse_uuid(task_id, "task_id")
     await task_for_caller(conn, caller, tid)
     params = {"id": tid, "status": status, "from": TRANSITIONS[status]}

@@ -6,12 +6,11 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-
 from fastapi import Request
 
 from usagemeter.auth import Caller, CallerDep, current_workspace
-from usagemeter.issues import issue_for_caller
 from usagemeter.db import Row, queries
+from usagemeter.issues import issue_for_caller
 from usagemeter.runtimes import runtime_for_caller
 from usagemeter.web import Conn, parse_days, parse_tz, parse_uuid
 

@@ -49,7 +49,9 @@ async def create_workspace(request: Request, caller: CallerDep, conn: Conn) -> A
     name = (body.name or "").strip() or body.slug
     try:
         async with conn.transaction():
-            row = await (await conn.execute(Q.create_workspace, {"name": name, "slug": body.slug})).fetchone()
+            row = await (
+                await conn.execute(Q.create_workspace, {"name": name, "slug": body.slug})
+            ).fetchone()
             assert row is not None
             await conn.execute(Q.add_owner, {"workspace_id": row["id"], "user_id": user_id})
     except psycopg.errors.UniqueViolation:

@@ -1,0 +1,120 @@
+"""The command line, migrations and the OpenAPI document."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from tests.conftest import auth
+from usagemeter.app import ROUTES
+from usagemeter.cli import app
+from usagemeter.db import Row, connect
+from usagemeter.migrate import available, migrate
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    return db_url
+
+
+@pytest.mark.parametrize(
+    "args", [[], ["serve"], ["migrate"], ["token"], ["token", "create"], ["demo"], ["status"]]
+)
+def test_help(args: list[str]) -> None:
+    r = runner.invoke(app, [*args, "--help"])
+    assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_migrations_rerun_is_a_noop(db: psycopg.Connection[Row], env: str) -> None:
+    assert migrate(db) == []
+    r = runner.invoke(app, ["migrate"])
+    assert (r.exit_code, r.output.strip()) == (0, "schema is up to date")
+    applied = [
+        row["version"] for row in db.execute("SELECT version FROM schema_migration ORDER BY 1")
+    ]
+    assert applied == [p.stem for p in available()]
+
+
+def test_concurrent_migrators_on_an_empty_database(
+    server_url: str, admin: psycopg.Connection[Row]
+) -> None:
+    admin.execute("DROP DATABASE IF EXISTS um_fresh WITH (FORCE)")
+    admin.execute("CREATE DATABASE um_fresh")
+    url = psycopg.conninfo.make_conninfo(server_url, dbname="um_fresh")
+    results: list[Any] = []
+
+    def run() -> None:
+        with connect(url) as conn:
+            results.append(migrate(conn))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(len(r) for r in results) == [0, 0, len(available())]
+    admin.execute("DROP DATABASE um_fresh WITH (FORCE)")
+
+
+def test_token_create(env: str, client: TestClient, db: psycopg.Connection[Row]) -> None:
+    r = runner.invoke(
+        app, ["token", "create", "--email", "a@example.com", "--workspace", "w1", "--role", "admin"]
+    )
+    assert r.exit_code == 0
+    token = r.output.strip().splitlines()[-1]
+    assert token.startswith("mul_")
+    assert client.get("/api/workspaces", headers=auth(token)).json()[0]["role"] == "admin"
+    r = runner.invoke(
+        app,
+        ["token", "create", "--email", "a@example.com", "--workspace", "w1", "--role", "member"],
+    )
+    assert client.get("/api/workspaces", headers=auth(token)).json()[0]["role"] == "member"
+    r = runner.invoke(app, ["token", "create", "--daemon", "--workspace", "w1"])
+    daemon = r.output.strip().splitlines()[-1]
+    assert daemon.startswith("mdt_")
+    assert client.get("/api/runtimes", headers=auth(daemon, "w1")).status_code == 200
+    assert runner.invoke(app, ["token", "create", "--daemon"]).exit_code != 0
+    assert (
+        runner.invoke(
+            app, ["token", "create", "--email", "b@example.com", "--role", "king"]
+        ).exit_code
+        != 0
+    )
+
+
+def test_demo_and_status(env: str, client: TestClient) -> None:
+    r = runner.invoke(app, ["demo", "--days", "10"])
+    assert r.exit_code == 0, r.output
+    token = r.output.strip().splitlines()[-1]
+    h = auth(token, "demo")
+    runtimes = client.get("/api/runtimes", headers=h).json()
+    assert {rt["timezone"] for rt in runtimes} == {
+        "America/New_York",
+        "Asia/Kolkata",
+        "Europe/Berlin",
+    }
+    summary = client.get("/api/usage/summary", headers=h).json()
+    assert len(summary) >= 5 and all(row["total_input_tokens"] > 0 for row in summary)
+    again = runner.invoke(app, ["demo"])
+    assert again.exit_code == 0 and "already has runtimes" in again.output
+    assert client.get("/api/usage/summary", headers=h).json() == summary
+    status = runner.invoke(app, ["status"])
+    assert (
+        status.exit_code == 0
+        and "usage rows" in status.output
+        and "pending migrations  none" in status.output
+    )
+
+
+def test_openapi_lists_every_route(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for method, path, _ in ROUTES:
+        assert method.lower() in spec["paths"][path.replace("{", "{").replace("}", "}")], path

@@ -1,0 +1,299 @@
+"""Daemon endpoints, API.md §5 and §8."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import World, auth
+
+
+def register(client: TestClient, token: str, body: dict[str, Any]) -> Any:
+    return client.post("/api/daemon/register", headers=auth(token), json=body)
+
+
+def base(ws: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "workspace_id": str(ws),
+        "daemon_id": "d1",
+        "device_name": "mac",
+        "cli_version": "0.9",
+        "launched_by": "desktop",
+        "timezone": "Europe/Berlin",
+        "runtimes": [{"name": "", "type": "claude", "version": "2.1", "status": "online"}],
+        **extra,
+    }
+
+
+def test_register_rules(client: TestClient, world: World) -> None:
+    token = world.token()
+    ws = world.workspace()
+    body = base(
+        ws,
+        runtimes=[
+            {"name": "  ", "type": " codex ", "version": "1.0", "status": "offline"},
+            {"name": "Mine", "type": "", "status": "busy"},
+            {"type": "claude", "version": "2.1"},
+        ],
+    )
+    r = register(client, token, body)
+    assert r.status_code == 200, r.text
+    rts = r.json()["runtimes"]
+    assert [(x["provider"], x["name"], x["status"], x["device_info"]) for x in rts] == [
+        ("codex", "codex (mac)", "offline", "mac · 1.0"),
+        ("unknown", "Mine", "online", "mac"),
+        ("claude", "claude (mac)", "online", "mac · 2.1"),
+    ]
+    first = rts[0]
+    assert first["metadata"] == {"version": "1.0", "cli_version": "0.9", "launched_by": "desktop"}
+    assert rts[1]["metadata"]["version"] == ""
+    assert (first["runtime_mode"], first["timezone"], first["launch_header"]) == (
+        "local",
+        "Europe/Berlin",
+        "codex app-server",
+    )
+    assert first["owner_id"] == str(world.user_id("owner@example.com"))
+    assert rts[1]["launch_header"] == "" and rts[2]["launch_header"] == "claude (stream-json)"
+    assert set(first) == {
+        "id",
+        "workspace_id",
+        "daemon_id",
+        "name",
+        "runtime_mode",
+        "provider",
+        "launch_header",
+        "status",
+        "device_info",
+        "metadata",
+        "owner_id",
+        "timezone",
+        "last_seen_at",
+        "created_at",
+        "updated_at",
+    }
+
+
+@pytest.mark.parametrize("tz", ["", "Local", "Mars/Olympus", None, "+05:30"])
+def test_register_bad_zone_becomes_utc(client: TestClient, world: World, tz: Any) -> None:
+    token = world.token()
+    r = register(client, token, base(world.workspace(), timezone=tz))
+    assert r.status_code == 200 and r.json()["runtimes"][0]["timezone"] == "UTC"
+
+
+def test_register_owner_pat_replaces_daemon_token_keeps(client: TestClient, world: World) -> None:
+    owner = world.token()
+    other = world.token("other@example.com", role="member")
+    daemon = world.daemon_token()
+    ws = world.workspace()
+    rt = register(client, daemon, base(ws)).json()["runtimes"][0]
+    assert rt["owner_id"] is None
+    assert register(client, owner, base(ws)).json()["runtimes"][0]["owner_id"] == str(
+        world.user_id("owner@example.com")
+    )
+    assert register(client, daemon, base(ws)).json()["runtimes"][0]["owner_id"] == str(
+        world.user_id("owner@example.com")
+    )
+    assert register(client, other, base(ws)).json()["runtimes"][0]["owner_id"] == str(
+        world.user_id("other@example.com")
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        ("not json", 400, "invalid request body"),
+        ([], 400, "invalid request body"),
+        ({"daemon_id": 5}, 400, "invalid request body"),
+        ({"runtimes": "x"}, 400, "invalid request body"),
+        ({"daemon_id": "", "workspace_id": "W", "runtimes": [{}]}, 400, "daemon_id is required"),
+        ({"daemon_id": "d", "runtimes": [{}]}, 400, "workspace_id is required"),
+        (
+            {"daemon_id": "d", "workspace_id": "W", "runtimes": []},
+            400,
+            "at least one runtime is required",
+        ),
+        ({"daemon_id": "d", "workspace_id": "zz", "runtimes": [{}]}, 400, "invalid workspace_id"),
+        (
+            {
+                "daemon_id": "d",
+                "workspace_id": "00000000-0000-0000-0000-000000000000",
+                "runtimes": [{}],
+            },
+            404,
+            "workspace not found",
+        ),
+    ],
+)
+def test_register_errors(
+    client: TestClient, world: World, body: Any, status: int, error: str
+) -> None:
+    token = world.token()
+    ws = str(world.workspace())
+    if isinstance(body, dict) and body.get("workspace_id") == "W":
+        body = {**body, "workspace_id": ws}
+    if isinstance(body, str):
+        r = client.post("/api/daemon/register", headers=auth(token), content=body)
+    else:
+        r = register(client, token, body)
+    assert (r.status_code, r.json()) == (status, {"error": error})
+    assert world.db.execute("SELECT count(*) AS n FROM agent_runtime").fetchone() == {"n": 0}
+
+
+def test_register_into_another_workspace_is_404(client: TestClient, world: World) -> None:
+    world.token(workspace="b", email="b@example.com")
+    daemon_a = world.daemon_token("a")
+    pat_a = world.token(workspace="a")
+    b = world.workspace("b")
+    for token in (daemon_a, pat_a):
+        r = register(client, token, base(b))
+        assert (r.status_code, r.json()) == (404, {"error": "workspace not found"})
+
+
+@pytest.fixture
+def task(world: World) -> Any:
+    ws = world.workspace()
+    rt = world.runtime(ws)
+    return world.task(world.agent(ws, rt), rt)
+
+
+def usage_rows(world: World) -> list[Any]:
+    return world.db.execute(
+        "SELECT provider, model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens"
+        " FROM task_usage ORDER BY provider, model"
+    ).fetchall()
+
+
+def test_task_usage_upserts(client: TestClient, world: World, task: Any) -> None:
+    token = world.daemon_token()
+    url = f"/api/daemon/tasks/{task}/usage"
+    body = {
+        "usage": [
+            {"provider": "anthropic", "model": "s", "input_tokens": 5, "cache_write_tokens": 2},
+            {"model": "x", "output_tokens": 1},
+            {"provider": "anthropic", "model": "s", "input_tokens": 6},
+        ]
+    }
+    r = client.post(url, headers=auth(token), json=body)
+    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+    assert usage_rows(world) == [
+        {
+            "provider": "",
+            "model": "x",
+            "input_tokens": 0,
+            "output_tokens": 1,
+            "cache_read_tokens": 0,
+            "cache_write_tokens": 0,
+        },
+        {
+            "provider": "anthropic",
+            "model": "s",
+            "input_tokens": 6,
+            "output_tokens": 0,
+            "cache_read_tokens": 0,
+            "cache_write_tokens": 0,
+        },
+    ]
+    before = world.db.execute(
+        "SELECT created_at, updated_at FROM task_usage WHERE model = 'x'"
+    ).fetchone()
+    assert before is not None
+    client.post(url, headers=auth(token), json={"usage": [{"model": "x", "output_tokens": 9}]})
+    after = world.db.execute(
+        "SELECT created_at, updated_at, output_tokens FROM task_usage WHERE model = 'x'"
+    ).fetchone()
+    assert after is not None
+    assert (
+        after["created_at"] == before["created_at"] and after["updated_at"] > before["updated_at"]
+    )
+    assert after["output_tokens"] == 9
+
+
+@pytest.mark.parametrize("body", [{}, {"usage": []}, {"usage": None}])
+def test_task_usage_empty_is_a_noop(client: TestClient, world: World, task: Any, body: Any) -> None:
+    r = client.post(f"/api/daemon/tasks/{task}/usage", headers=auth(world.token()), json=body)
+    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+    assert usage_rows(world) == []
+
+
+GOOD = {"model": "m", "input_tokens": 1}
+
+
+@pytest.mark.parametrize(
+    ("entries", "error"),
+    [
+        (
+            [GOOD, {"model": "m", "input_tokens": -1}],
+            "invalid usage entry 1: input_tokens must be an integer between 0 and 9007199254740991",
+        ),
+        (
+            [{"model": "m", "output_tokens": 1.0}],
+            "invalid usage entry 0: output_tokens must be an integer between 0 and 9007199254740991",
+        ),
+        (
+            [{"model": "m", "cache_read_tokens": "5"}],
+            "invalid usage entry 0: cache_read_tokens must be an integer between 0 and 9007199254740991",
+        ),
+        (
+            [{"model": "m", "cache_write_tokens": True}],
+            "invalid usage entry 0: cache_write_tokens must be an integer between 0 and 9007199254740991",
+        ),
+        (
+            [{"model": "m", "input_tokens": None}],
+            "invalid usage entry 0: input_tokens must be an integer between 0 and 9007199254740991",
+        ),
+        (
+            [{"model": "m", "input_tokens": 2**63}],
+            "invalid usage entry 0: input_tokens must be an integer between 0 and 9007199254740991",
+        ),
+        ([GOOD, GOOD, {"model": ""}], "invalid usage entry 2: model must be a non-empty string"),
+        ([{"input_tokens": 1}], "invalid usage entry 0: model must be a non-empty string"),
+        ([{"model": 7}], "invalid usage entry 0: model must be a non-empty string"),
+        ([{"model": "m", "provider": None}], "invalid usage entry 0: provider must be a string"),
+        ([GOOD, "x"], "invalid usage entry 1: must be an object"),
+        ([GOOD] * 1001, "invalid request body: at most 1000 usage entries"),
+    ],
+)
+def test_task_usage_rejects_the_whole_body(
+    client: TestClient, world: World, task: Any, entries: Any, error: str
+) -> None:
+    r = client.post(
+        f"/api/daemon/tasks/{task}/usage", headers=auth(world.token()), json={"usage": entries}
+    )
+    assert (r.status_code, r.json()) == (400, {"error": error})
+    assert usage_rows(world) == []
+
+
+def test_task_usage_accepts_1000_entries(client: TestClient, world: World, task: Any) -> None:
+    entries = [{"model": f"m{i}", "input_tokens": i} for i in range(1000)]
+    r = client.post(
+        f"/api/daemon/tasks/{task}/usage", headers=auth(world.token()), json={"usage": entries}
+    )
+    assert r.status_code == 200
+    row = world.db.execute(
+        "SELECT count(*) AS n, sum(input_tokens)::int AS s FROM task_usage"
+    ).fetchone()
+    assert row == {"n": 1000, "s": sum(range(1000))}
+
+
+def test_task_usage_errors(client: TestClient, world: World, task: Any) -> None:
+    token = world.token()
+    outsider = world.daemon_token("other")
+    h = auth(token)
+    r = client.post("/api/daemon/tasks/xyz/usage", headers=h, json={"usage": [GOOD]})
+    assert (r.status_code, r.json()) == (400, {"error": "invalid task_id"})
+    for bad in ("nope", "[1]", '{"usage": 5}'):
+        r = client.post(f"/api/daemon/tasks/{task}/usage", headers=h, content=bad)
+        assert (r.status_code, r.json()) == (400, {"error": "invalid request body"})
+    r = client.post(
+        "/api/daemon/tasks/00000000-0000-0000-0000-000000000000/usage",
+        headers=h,
+        json={"usage": [GOOD]},
+    )
+    assert (r.status_code, r.json()) == (404, {"error": "task not found"})
+    r = client.post(
+        f"/api/daemon/tasks/{task}/usage", headers=auth(outsider), json={"usage": [GOOD]}
+    )
+    assert (r.status_code, r.json()) == (404, {"error": "task not found"})
+    assert usage_rows(world) == []

@@ -1,0 +1,145 @@
+"""Management endpoints of API.md §6: workspaces, members, agents, issues, tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import World, auth
+
+
+def ok(r: Any, status: int = 200) -> Any:
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+def test_workspaces_and_members(client: TestClient, world: World) -> None:
+    token = world.token(workspace=None)
+    h = auth(token)
+    assert ok(client.get("/api/workspaces", headers=h)) == []
+    ws = ok(client.post("/api/workspaces", headers=h, json={"slug": "team", "name": "Team"}))
+    assert (ws["slug"], ws["name"], ws["role"]) == ("team", "Team", "owner")
+    r = client.post("/api/workspaces", headers=h, json={"slug": "team"})
+    assert (r.status_code, r.json()) == (409, {"error": "workspace slug already taken"})
+    r = client.post("/api/workspaces", headers=h, json={"slug": "Bad Slug"})
+    assert r.status_code == 400
+    assert [w["slug"] for w in ok(client.get("/api/workspaces", headers=h))] == ["team"]
+    hw = auth(token, "team")
+    bob = ok(
+        client.put("/api/members", headers=hw, json={"email": "Bob@Example.com", "role": "admin"})
+    )
+    assert (bob["email"], bob["role"]) == ("bob@example.com", "admin")
+    assert [m["role"] for m in ok(client.get("/api/members", headers=hw))] == ["owner", "admin"]
+    r = client.put("/api/members", headers=hw, json={"email": "x@example.com", "role": "king"})
+    assert (r.status_code, r.json()) == (400, {"error": "invalid role"})
+    me = ok(client.get("/api/me", headers=h))
+    r = client.delete(f"/api/members/{me['id']}", headers=hw)
+    assert (r.status_code, r.json()) == (409, {"error": "cannot remove the last owner"})
+    assert ok(client.delete(f"/api/members/{bob['user_id']}", headers=hw)) == {"status": "ok"}
+    member = world.token("m@example.com", workspace="team", role="member")
+    r = client.put("/api/members", headers=auth(member, "team"), json={"email": "y@example.com"})
+    assert (r.status_code, r.json()) == (
+        403,
+        {"error": "only owners and admins can manage members"},
+    )
+
+
+def test_me(client: TestClient, world: World) -> None:
+    h = auth(world.token())
+    assert (
+        ok(client.patch("/api/me", headers=h, json={"name": "Ann", "timezone": "Asia/Kathmandu"}))[
+            "name"
+        ]
+        == "Ann"
+    )
+    r = client.patch("/api/me", headers=h, json={"timezone": "Nowhere/City"})
+    assert (r.status_code, r.json()) == (400, {"error": "invalid IANA timezone"})
+    assert ok(client.patch("/api/me", headers=h, json={"timezone": None}))["timezone"] is None
+
+
+def test_agents_issues_tasks_lifecycle(client: TestClient, world: World) -> None:
+    token = world.token()
+    ws = world.workspace()
+    rt1, rt2 = world.runtime(ws), world.runtime(ws)
+    h = auth(token, "acme")
+    agent = ok(client.post("/api/agents", headers=h, json={"name": "bot", "runtime_id": str(rt1)}))
+    r = client.post("/api/agents", headers=h, json={"name": "bot", "runtime_id": str(rt1)})
+    assert (r.status_code, r.json()) == (409, {"error": "agent name already taken"})
+    issue = ok(client.post("/api/issues", headers=h, json={"title": "Fix it"}))
+    issue2 = ok(client.post("/api/issues", headers=h, json={"title": "Again"}))
+    assert (issue["number"], issue2["number"]) == (1, 2)
+    task = ok(
+        client.post(
+            "/api/tasks", headers=h, json={"agent_id": agent["id"], "issue_id": issue["id"]}
+        )
+    )
+    assert (task["status"], task["runtime_id"], task["started_at"]) == ("queued", str(rt1), None)
+    r = client.post(f"/api/tasks/{task['id']}/complete", headers=h)
+    assert (r.status_code, r.json()) == (409, {"error": "task is queued"})
+    started = ok(client.post(f"/api/tasks/{task['id']}/start", headers=h))
+    assert started["status"] == "running" and started["started_at"] is not None
+    done = ok(client.post(f"/api/tasks/{task['id']}/complete", headers=h))
+    assert done["status"] == "completed" and done["completed_at"] is not None
+    activity = ok(client.get(f"/api/runtimes/{rt1}/activity", headers=h))
+    assert sum(a["count"] for a in activity) == 1
+    # Rebinding sends new tasks to the new runtime; old tasks stay.
+    moved = ok(client.patch(f"/api/agents/{agent['id']}", headers=h, json={"runtime_id": str(rt2)}))
+    assert moved["runtime_id"] == str(rt2)
+    t2 = ok(client.post("/api/tasks", headers=h, json={"agent_id": agent["id"]}))
+    assert t2["runtime_id"] == str(rt2)
+    assert ok(client.get(f"/api/tasks/{task['id']}", headers=h))["runtime_id"] == str(rt1)
+    assert [t["id"] for t in ok(client.get("/api/tasks?status=completed", headers=h))] == [
+        task["id"]
+    ]
+    failed = ok(client.post(f"/api/tasks/{t2['id']}/fail", headers=h))
+    assert failed["status"] == "failed"
+    archived = ok(client.patch(f"/api/agents/{agent['id']}", headers=h, json={"archived": True}))
+    assert archived["archived_at"] is not None
+    r = client.post("/api/tasks", headers=h, json={"agent_id": agent["id"]})
+    assert (r.status_code, r.json()) == (409, {"error": "agent is archived"})
+    assert [i["title"] for i in ok(client.get("/api/issues", headers=h))] == ["Fix it", "Again"]
+    assert [a["name"] for a in ok(client.get("/api/agents", headers=h))] == ["bot"]
+    ok(client.delete(f"/api/issues/{issue['id']}", headers=h))
+    r = client.get(f"/api/tasks/{task['id']}", headers=h)
+    assert (r.status_code, r.json()) == (404, {"error": "task not found"})
+
+
+def test_management_validation(client: TestClient, world: World) -> None:
+    token = world.token()
+    ws = world.workspace()
+    world.token("o@example.com", workspace="other")
+    other_rt = world.runtime(world.workspace("other"))
+    h = auth(token, "acme")
+    cases = [
+        ("post", "/api/agents", {"name": "a", "runtime_id": "x"}, 400, "invalid runtime_id"),
+        ("post", "/api/agents", {"name": " ", "runtime_id": str(other_rt)}, 400, "invalid name"),
+        (
+            "post",
+            "/api/agents",
+            {"name": "a", "runtime_id": str(other_rt)},
+            404,
+            "runtime not found",
+        ),
+        ("post", "/api/agents", {"name": 5}, 400, "invalid request body: name is invalid"),
+        ("post", "/api/issues", {"title": ""}, 400, "invalid title"),
+        ("post", "/api/tasks", {"agent_id": "x"}, 400, "invalid agent_id"),
+        (
+            "post",
+            "/api/tasks",
+            {"agent_id": "00000000-0000-0000-0000-000000000000"},
+            404,
+            "agent not found",
+        ),
+        ("patch", "/api/agents/nope", {}, 400, "invalid agent_id"),
+        ("delete", "/api/issues/nope", None, 400, "invalid issue_id"),
+        ("get", "/api/tasks/nope", None, 400, "invalid task_id"),
+        ("get", "/api/tasks?status=odd", None, 400, "invalid status"),
+        ("get", "/api/tasks?limit=0", None, 400, "invalid limit"),
+    ]
+    for method, url, body, status, error in cases:
+        r = client.request(method, url, headers=h, json=body)
+        assert (r.status_code, r.json()) == (status, {"error": error}), url
+    assert world.db.execute(
+        "SELECT count(*) AS n FROM agent WHERE workspace_id = %s", (ws,)
+    ).fetchone() == {"n": 0}

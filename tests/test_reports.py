@@ -1,0 +1,319 @@
+"""Read endpoints of API.md §3: shapes, ordering, windows, parameters, access."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import World, auth
+
+TOKENS4 = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"]
+TOTALS4 = [f"total_{k}" for k in TOKENS4]
+
+
+@pytest.fixture
+def setup(world: World) -> dict[str, Any]:
+    token = world.token()
+    ws = world.workspace()
+    rt = world.runtime(ws, tz="UTC")
+    a1, a2 = world.agent(ws, rt, "a1"), world.agent(ws, rt, "a2")
+    today = world.today_utc()
+    return {"token": token, "ws": ws, "rt": rt, "a1": a1, "a2": a2, "today": today}
+
+
+def get(client: TestClient, url: str, token: str, slug: str | None = None) -> Any:
+    r = client.get(url, headers=auth(token, slug))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_runtime_usage_shape_and_order(
+    client: TestClient, world: World, setup: dict[str, Any]
+) -> None:
+    s = setup
+    t = world.task(s["a1"], s["rt"])
+    at = s["today"] + timedelta(hours=1)
+    for provider, model in [("b", "m"), ("a", "zeta"), ("a", "Zeta"), ("a", "alpha")]:
+        world.usage(t, model=model, provider=provider, at=at, tokens=(1, 2, 3, 4))
+    world.usage(
+        world.task(s["a1"], s["rt"]), model="alpha", provider="a", at=at - timedelta(days=1)
+    )
+    rows = get(client, f"/api/runtimes/{s['rt']}/usage", s["token"])
+    assert list(rows[0]) == ["runtime_id", "date", "provider", "model", *TOKENS4]
+    keys = [(r["date"], r["provider"], r["model"]) for r in rows]
+    d0, d1 = str(s["today"].date()), str((s["today"] - timedelta(days=1)).date())
+    assert keys == [
+        (d0, "a", "Zeta"),
+        (d0, "a", "alpha"),
+        (d0, "a", "zeta"),
+        (d0, "b", "m"),
+        (d1, "a", "alpha"),
+    ]
+    assert rows[0]["runtime_id"] == str(s["rt"])
+    assert [rows[0][k] for k in TOKENS4] == [1, 2, 3, 4]
+
+
+def test_task_count_is_distinct_tasks(
+    client: TestClient, world: World, setup: dict[str, Any]
+) -> None:
+    s = setup
+    t1, t2, t3 = (world.task(s["a1"], s["rt"]) for _ in range(3))
+    at = s["today"] + timedelta(minutes=10)
+    world.usage(t1, model="m", provider="p1", at=at)
+    world.usage(
+        t1, model="m", provider="p2", at=at + timedelta(hours=3)
+    )  # same model, two providers
+    world.usage(t2, model="m", provider="p1", at=at)
+    world.usage(t3, model="other", provider="p1", at=at)
+    by_agent = get(client, f"/api/runtimes/{s['rt']}/usage/by-agent", s["token"])
+    assert list(by_agent[0]) == ["agent_id", "model", *TOKENS4, "task_count"]
+    assert [(r["model"], r["task_count"], r["input_tokens"]) for r in by_agent] == [
+        ("m", 2, 300),
+        ("other", 1, 100),
+    ]
+    summary = get(client, "/api/usage/summary", s["token"], "acme")
+    assert [(r["model"], r["task_count"]) for r in summary] == [("m", 2), ("other", 1)]
+    daily = get(client, "/api/usage/daily", s["token"], "acme")
+    assert list(daily[0]) == ["date", "model", *TOTALS4, "task_count"]
+    assert [(r["model"], r["task_count"]) for r in daily] == [("m", 2), ("other", 1)]
+    by_hour = get(client, f"/api/runtimes/{s['rt']}/usage/by-hour", s["token"])
+    assert list(by_hour[0]) == ["hour", "model", *TOKENS4, "task_count"]
+    assert [(r["hour"], r["model"], r["task_count"]) for r in by_hour] == [
+        (0, "m", 2),
+        (0, "other", 1),
+        (3, "m", 1),
+    ]
+
+
+def test_by_agent_orders_by_agent_then_model(
+    client: TestClient, world: World, setup: dict[str, Any]
+) -> None:
+    s = setup
+    for agent in (s["a2"], s["a1"]):
+        for model in ("b", "B", "a"):
+            world.usage(world.task(agent, s["rt"]), model=model)
+    rows = get(client, f"/api/runtimes/{s['rt']}/usage/by-agent", s["token"])
+    expected = [(a, m) for a in sorted([str(s["a1"]), str(s["a2"])]) for m in ("B", "a", "b")]
+    assert [(r["agent_id"], r["model"]) for r in rows] == expected
+
+
+def test_summary_orders_by_input_plus_output_then_model(
+    client: TestClient, world: World, setup: dict[str, Any]
+) -> None:
+    s = setup
+    t = world.task(s["a1"], s["rt"])
+    world.usage(t, model="small", tokens=(1, 1, 999, 999))
+    world.usage(t, model="tie-b", tokens=(5, 5, 0, 0))
+    world.usage(t, model="tie-a", tokens=(9, 1, 0, 0))
+    world.usage(t, model="big", tokens=(100, 0, 0, 0))
+    rows = get(client, "/api/usage/summary", s["token"], "acme")
+    assert list(rows[0]) == ["model", *TOTALS4, "task_count"]
+    assert [r["model"] for r in rows] == ["big", "tie-a", "tie-b", "small"]
+
+
+def test_default_windows_and_future_usage(
+    client: TestClient, world: World, setup: dict[str, Any]
+) -> None:
+    s = setup
+    t = world.task(s["a1"], s["rt"])
+    day = timedelta(days=1)
+    edge30, edge90 = s["today"] - 30 * day, s["today"] - 90 * day
+    for model, at in [
+        ("in30", edge30),
+        ("out30", edge30 - timedelta(seconds=1)),
+        ("in90", edge90),
+        ("out90", edge90 - timedelta(seconds=1)),
+        ("future", s["today"] + 40 * day),
+    ]:
+        world.usage(t, model=model, at=at)
+
+    def models(url: str) -> list[str]:
+        return sorted({r["model"] for r in get(client, url, s["token"], "acme")})
+
+    rt = s["rt"]
+    assert models(f"/api/runtimes/{rt}/usage") == ["future", "in30", "in90", "out30"]
+    assert models(f"/api/runtimes/{rt}/usage/by-agent") == ["future", "in30"]
+    assert models(f"/api/runtimes/{rt}/usage/by-hour") == ["future", "in30"]
+    assert models("/api/usage/daily") == ["future", "in30"]
+    assert models("/api/usage/summary") == ["future", "in30"]
+    assert models(f"/api/runtimes/{rt}/usage/by-agent?days=90") == [
+        "future",
+        "in30",
+        "in90",
+        "out30",
+    ]
+    assert models(f"/api/runtimes/{rt}/usage?days=365") == [
+        "future",
+        "in30",
+        "in90",
+        "out30",
+        "out90",
+    ]
+
+
+@pytest.mark.parametrize("days", ["0", "366", "abc", "1.5", "-1", "+5", " 5", "1e2", "0x10", "٣"])
+@pytest.mark.parametrize(
+    "path",
+    ["/usage", "/usage/by-agent", "/usage/by-hour", "WS/api/usage/daily", "WS/api/usage/summary"],
+)
+def test_invalid_days(client: TestClient, setup: dict[str, Any], path: str, days: str) -> None:
+    url = path[2:] if path.startswith("WS") else f"/api/runtimes/{setup['rt']}{path}"
+    r = client.get(url, params={"days": days}, headers=auth(setup["token"], "acme"))
+    assert (r.status_code, r.json()) == (400, {"error": "invalid days"})
+
+
+@pytest.mark.parametrize(
+    "tz",
+    [
+        "Mars/Olympus",
+        "+05:30",
+        "utc",
+        "asia/kolkata",
+        "EST5EDT,M3.2.0,M11.1.0",
+        "/etc/passwd",
+        "../UTC",
+        "localtime",
+    ],
+)
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/usage",
+        "/usage/by-agent",
+        "/usage/by-hour",
+        "/activity",
+        "WS/api/usage/daily",
+        "WS/api/usage/summary",
+    ],
+)
+def test_invalid_tz(client: TestClient, setup: dict[str, Any], path: str, tz: str) -> None:
+    url = path[2:] if path.startswith("WS") else f"/api/runtimes/{setup['rt']}{path}"
+    r = client.get(url, params={"tz": tz}, headers=auth(setup["token"], "acme"))
+    assert (r.status_code, r.json()) == (400, {"error": "invalid timezone"})
+
+
+def test_empty_days_and_tz_mean_default(
+    client: TestClient, world: World, setup: dict[str, Any]
+) -> None:
+    world.usage(world.task(setup["a1"], setup["rt"]), at=setup["today"] - timedelta(days=60))
+    rows = get(client, f"/api/runtimes/{setup['rt']}/usage?days=&tz=", setup["token"])
+    assert len(rows) == 1  # default 90 days, runtime zone
+    assert get(client, f"/api/runtimes/{setup['rt']}/usage?days=365", setup["token"]) == rows
+
+
+def test_activity_counts_started_tasks_by_local_hour(
+    client: TestClient, world: World, setup: dict[str, Any]
+) -> None:
+    s = setup
+    old = s["today"] - timedelta(days=400)  # all time: far outside any window
+    world.task(s["a1"], s["rt"], started_at=old + timedelta(hours=23, minutes=50))
+    world.task(s["a1"], s["rt"], started_at=s["today"] + timedelta(hours=23, minutes=10))
+    world.task(s["a2"], s["rt"], started_at=s["today"] + timedelta(hours=5))
+    world.task(s["a2"], s["rt"])  # never started
+    url = f"/api/runtimes/{s['rt']}/activity"
+    assert get(client, url + "?days=1", s["token"]) == [
+        {"hour": 5, "count": 1},
+        {"hour": 23, "count": 2},
+    ]
+    assert get(client, url + "?tz=Asia/Kolkata", s["token"]) == [
+        {"hour": 4, "count": 1},
+        {"hour": 5, "count": 1},
+        {"hour": 10, "count": 1},
+    ]
+
+
+def test_runtime_zone_change_applies_to_the_next_read(
+    client: TestClient, world: World, setup: dict[str, Any]
+) -> None:
+    s = setup
+    world.usage(world.task(s["a1"], s["rt"]), at=s["today"] - timedelta(days=2, minutes=1))
+    url = f"/api/runtimes/{s['rt']}/usage"
+    before = get(client, url, s["token"])[0]["date"]
+    client.patch(
+        f"/api/runtimes/{s['rt']}", headers=auth(s["token"]), json={"timezone": "Asia/Tokyo"}
+    )
+    after = get(client, url, s["token"])[0]["date"]
+    assert (before, after) == (
+        str((s["today"] - timedelta(days=3)).date()),
+        str((s["today"] - timedelta(days=2)).date()),
+    )
+
+
+def test_workspace_reports_default_to_the_callers_zone(
+    client: TestClient, world: World, setup: dict[str, Any]
+) -> None:
+    s = setup
+    world.usage(world.task(s["a1"], s["rt"]), at=s["today"] - timedelta(days=2, minutes=1))
+
+    def dates(q: str = "") -> list[str]:
+        return [r["date"] for r in get(client, "/api/usage/daily" + q, s["token"], "acme")]
+
+    utc_date = str((s["today"] - timedelta(days=3)).date())
+    assert dates() == [utc_date]
+    r = client.patch("/api/me", headers=auth(s["token"]), json={"timezone": "Asia/Tokyo"})
+    assert r.status_code == 200 and r.json()["timezone"] == "Asia/Tokyo"
+    assert dates() == [str((s["today"] - timedelta(days=2)).date())]
+    assert dates("?tz=UTC") == [utc_date]
+
+
+def test_issue_usage(client: TestClient, world: World, setup: dict[str, Any]) -> None:
+    s = setup
+    issue, empty = world.issue(s["ws"]), world.issue(s["ws"])
+    t1, t2 = world.task(s["a1"], s["rt"], issue=issue), world.task(s["a2"], s["rt"], issue=issue)
+    world.usage(t1, model="a", tokens=(1, 2, 3, 4), at=s["today"] - timedelta(days=500))
+    world.usage(t1, model="b", tokens=(10, 20, 30, 40))
+    world.usage(t2, model="a", tokens=(100, 200, 300, 400))
+    world.task(s["a1"], s["rt"], issue=issue)  # no usage: not a contributing task
+    got = get(client, f"/api/issues/{issue}/usage", s["token"])
+    assert got == {
+        "total_input_tokens": 111,
+        "total_output_tokens": 222,
+        "total_cache_read_tokens": 333,
+        "total_cache_write_tokens": 444,
+        "task_count": 2,
+    }
+    zero = get(client, f"/api/issues/{empty}/usage", s["token"])
+    assert zero == {
+        "total_input_tokens": 0,
+        "total_output_tokens": 0,
+        "total_cache_read_tokens": 0,
+        "total_cache_write_tokens": 0,
+        "task_count": 0,
+    }
+
+
+def test_issue_usage_errors(client: TestClient, world: World, setup: dict[str, Any]) -> None:
+    outsider = world.token("out@example.com", workspace="other")
+    issue = world.issue(setup["ws"])
+    r = client.get("/api/issues/nope/usage", headers=auth(setup["token"]))
+    assert (r.status_code, r.json()) == (400, {"error": "invalid issue_id"})
+    r = client.get(f"/api/issues/{issue}/usage", headers=auth(outsider))
+    assert (r.status_code, r.json()) == (404, {"error": "issue not found"})
+    r = client.get(
+        "/api/issues/00000000-0000-0000-0000-000000000000/usage", headers=auth(setup["token"])
+    )
+    assert (r.status_code, r.json()) == (404, {"error": "issue not found"})
+
+
+@pytest.mark.parametrize("suffix", ["/usage", "/usage/by-agent", "/usage/by-hour", "/activity"])
+def test_runtime_of_another_workspace_is_not_found(
+    client: TestClient, world: World, setup: dict[str, Any], suffix: str
+) -> None:
+    outsider = world.token("out@example.com", workspace="other")
+    for rid in (setup["rt"], "00000000-0000-0000-0000-000000000000", str(setup["rt"]).upper()):
+        r = client.get(f"/api/runtimes/{rid}{suffix}", headers=auth(outsider))
+        assert (r.status_code, r.json()) == (404, {"error": "runtime not found"})
+    r = client.get(
+        f"/api/runtimes/{str(setup['rt']).upper()}{suffix}", headers=auth(setup["token"])
+    )
+    assert r.status_code == 200
+
+
+def test_lists_are_arrays_never_null(client: TestClient, setup: dict[str, Any]) -> None:
+    for url in ["/usage", "/usage/by-agent", "/usage/by-hour", "/activity"]:
+        assert get(client, f"/api/runtimes/{setup['rt']}{url}", setup["token"]) == []
+    assert get(client, "/api/usage/daily", setup["token"], "acme") == []
+    assert get(client, "/api/usage/summary", setup["token"], "acme") == []
