@@ -118,3 +118,14 @@ def test_openapi_lists_every_route(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     for method, path, _ in ROUTES:
         assert method.lower() in spec["paths"][path.replace("{", "{").replace("}", "}")], path
+
+
+def test_readme_documents_every_setting_and_the_test_command() -> None:
+    from pathlib import Path
+
+    from usagemeter.config import SETTINGS
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    ci = (Path(__file__).parents[1] / ".ci" / "run").read_text()
+    assert all(f"`{s.env}`" in readme for s in SETTINGS)
+    assert "./scripts/test" in readme.split("\n\n")[1] and "./scripts/test" in ci

