@@ -45,6 +45,16 @@ def test_workspaces_and_members(client: TestClient, world: World) -> None:
     )
 
 
+def test_one_user_per_email_whatever_its_case(client: TestClient, world: World) -> None:
+    token = world.token(" Ann@Example.com ", workspace="team")
+    h = auth(token, "team")
+    added = ok(
+        client.put("/api/members", headers=h, json={"email": "ANN@example.COM", "role": "owner"})
+    )
+    assert added["email"] == "ann@example.com"
+    assert [m["email"] for m in ok(client.get("/api/members", headers=h))] == ["ann@example.com"]
+
+
 def test_me(client: TestClient, world: World) -> None:
     h = auth(world.token())
     assert (

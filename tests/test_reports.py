@@ -267,22 +267,12 @@ def test_issue_usage(client: TestClient, world: World, setup: dict[str, Any]) ->
     world.usage(t1, model="b", tokens=(10, 20, 30, 40))
     world.usage(t2, model="a", tokens=(100, 200, 300, 400))
     world.task(s["a1"], s["rt"], issue=issue)  # no usage: not a contributing task
-    got = get(client, f"/api/issues/{issue}/usage", s["token"])
-    assert got == {
-        "total_input_tokens": 111,
-        "total_output_tokens": 222,
-        "total_cache_read_tokens": 333,
-        "total_cache_write_tokens": 444,
-        "task_count": 2,
-    }
-    zero = get(client, f"/api/issues/{empty}/usage", s["token"])
-    assert zero == {
-        "total_input_tokens": 0,
-        "total_output_tokens": 0,
-        "total_cache_read_tokens": 0,
-        "total_cache_write_tokens": 0,
-        "task_count": 0,
-    }
+
+    def totals(*values: int) -> dict[str, int]:
+        return dict(zip([*TOTALS4, "task_count"], values, strict=True))
+
+    assert get(client, f"/api/issues/{issue}/usage", s["token"]) == totals(111, 222, 333, 444, 2)
+    assert get(client, f"/api/issues/{empty}/usage", s["token"]) == totals(0, 0, 0, 0, 0)
 
 
 def test_issue_usage_errors(client: TestClient, world: World, setup: dict[str, Any]) -> None:

@@ -9,8 +9,8 @@ import psycopg
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict
 
-from usagemeter.auth import MANAGERS, CallerDep, current_workspace, require_role
-from usagemeter.db import Row, queries
+from usagemeter.auth import MANAGERS, CallerDep, current_workspace, visible
+from usagemeter.db import AConn, Row, many, one, queries
 from usagemeter.web import ApiError, Conn, bad_request, parse_model, parse_uuid
 
 Q = queries(__file__)
@@ -36,15 +36,15 @@ def _name(value: str) -> str:
     return name
 
 
-async def _check_runtime(conn: psycopg.AsyncConnection[Row], runtime_id: UUID, ws_id: UUID) -> None:
-    row = await (await conn.execute(Q.runtime_workspace, {"runtime_id": runtime_id})).fetchone()
+async def _check_runtime(conn: AConn, runtime_id: UUID, ws_id: UUID) -> None:
+    row = await one(conn, Q.runtime_workspace, {"runtime_id": runtime_id})
     if row is None or row["workspace_id"] != ws_id:
         raise ApiError(404, "runtime not found")
 
 
 async def list_agents(request: Request, caller: CallerDep, conn: Conn) -> list[Row]:
     ws = await current_workspace(request, caller, conn)
-    return await (await conn.execute(Q.list_agents, {"workspace_id": ws.id})).fetchall()
+    return await many(conn, Q.list_agents, {"workspace_id": ws.id})
 
 
 async def create_agent(request: Request, caller: CallerDep, conn: Conn) -> Any:
@@ -61,7 +61,7 @@ async def create_agent(request: Request, caller: CallerDep, conn: Conn) -> Any:
     try:
         async with conn.transaction():
             await _check_runtime(conn, runtime_id, ws.id)
-            return await (await conn.execute(Q.create_agent, params)).fetchone()
+            return await one(conn, Q.create_agent, params)
     except psycopg.errors.UniqueViolation:
         raise ApiError(409, "agent name already taken") from None
 
@@ -72,16 +72,16 @@ async def patch_agent(agent_id: str, request: Request, caller: CallerDep, conn: 
     body = await parse_model(request, AgentPatch)
     name = _name(body.name) if body.name is not None else None
     runtime_id = parse_uuid(body.runtime_id, "runtime_id") if body.runtime_id is not None else None
-    agent = await (await conn.execute(Q.agent_access, {**caller.params, "id": aid})).fetchone()
-    role = require_role(agent["role"] if agent else None, "agent")
-    assert agent is not None
-    if role not in MANAGERS and (caller.user_id is None or agent["owner_id"] != caller.user_id):
+    agent = await visible(conn, Q.agent_access, {**caller.params, "id": aid}, "agent")
+    if agent["role"] not in MANAGERS and (
+        caller.user_id is None or agent["owner_id"] != caller.user_id
+    ):
         raise ApiError(403, "you can only edit your own agents")
     params = {"id": aid, "name": name, "runtime_id": runtime_id, "archived": body.archived}
     try:
         async with conn.transaction():
             if runtime_id is not None:
                 await _check_runtime(conn, runtime_id, agent["workspace_id"])
-            return await (await conn.execute(Q.update_agent, params)).fetchone()
+            return await one(conn, Q.update_agent, params)
     except psycopg.errors.UniqueViolation:
         raise ApiError(409, "agent name already taken") from None

@@ -11,7 +11,7 @@ from uuid import UUID
 import psycopg
 from fastapi import Depends, Request
 
-from usagemeter.db import Row, queries
+from usagemeter.db import AConn, Row, one, queries
 from usagemeter.web import ApiError, Conn, bad_request, not_found, parse_uuid
 
 Q = queries(__file__)
@@ -37,6 +37,7 @@ class Caller:
 
     user_id: UUID | None
     daemon_workspace_id: UUID | None
+    timezone: str | None = None  # the user's own zone: the default of workspace reports
 
     @property
     def params(self) -> dict[str, Any]:
@@ -58,12 +59,12 @@ async def authenticate(request: Request, conn: Conn) -> Caller:
         raise ApiError(401, "missing authorization")
     if not token.startswith((PAT_PREFIX, DAEMON_PREFIX)):
         raise ApiError(401, "invalid token")
-    row = await (await conn.execute(Q.authenticate, {"token_hash": digest(token)})).fetchone()
+    row = await one(conn, Q.authenticate, {"token_hash": digest(token)})
     if row is None:
         raise ApiError(401, "invalid token")
     if row["kind"] == "daemon":
         return Caller(user_id=None, daemon_workspace_id=row["workspace_id"])
-    return Caller(user_id=row["user_id"], daemon_workspace_id=None)
+    return Caller(user_id=row["user_id"], daemon_workspace_id=None, timezone=row["timezone"])
 
 
 CallerDep = Annotated[Caller, Depends(authenticate)]
@@ -84,13 +85,11 @@ def _workspace_ref(request: Request) -> tuple[str, str] | None:
 
 
 async def workspace_access(
-    conn: psycopg.AsyncConnection[Row], caller: Caller, *, id: UUID | None, slug: str | None
+    conn: AConn, caller: Caller, *, id: UUID | None, slug: str | None
 ) -> Workspace:
     """The workspace with the caller's role in it; 404 when unknown or not a member."""
     params = {**caller.params, "id": id, "slug": slug}
-    row = await (await conn.execute(Q.workspace_access, params)).fetchone()
-    if row is None or row["role"] is None:
-        raise not_found("workspace")
+    row = await visible(conn, Q.workspace_access, params, "workspace")
     return Workspace(id=row["id"], role=row["role"])
 
 
@@ -112,11 +111,13 @@ def require_user(caller: Caller) -> UUID:
     return caller.user_id
 
 
-def require_role(role: str | None, what: str) -> str:
-    """A role in the object's workspace, or 404 `<what> not found` (never reveal it exists)."""
-    if role is None:
+async def visible(conn: AConn, sql: str, params: dict[str, Any], what: str) -> Row:
+    """The row `sql` selects with the caller's `role` in its workspace; 404 `<what> not found`
+    when it does not exist or the caller has no role there (never reveal that it exists)."""
+    row = await one(conn, sql, params)
+    if row is None or row["role"] is None:
         raise not_found(what)
-    return role
+    return row
 
 
 def create_token(

@@ -1,5 +1,5 @@
 -- name: authenticate
--- The token's owner; last_used_at is refreshed at most once a minute.
+-- The token's owner (and the user's zone); last_used_at is refreshed at most once a minute.
 WITH t AS (
     SELECT id, kind, user_id, workspace_id FROM api_token WHERE token_hash = %(token_hash)s
 ), touch AS (
@@ -7,7 +7,8 @@ WITH t AS (
     FROM t
     WHERE a.id = t.id AND (a.last_used_at IS NULL OR a.last_used_at < now() - interval '1 minute')
 )
-SELECT kind, user_id, workspace_id FROM t;
+SELECT t.kind, t.user_id, t.workspace_id, u.timezone
+FROM t LEFT JOIN "user" u ON u.id = t.user_id;
 
 -- name: workspace_access
 -- A workspace by id or slug, with the caller's role in it (NULL: no access).
@@ -16,7 +17,8 @@ FROM workspace w
 WHERE w.id = coalesce(%(id)s::uuid, (SELECT s.id FROM workspace s WHERE s.slug = %(slug)s));
 
 -- name: upsert_user
-INSERT INTO "user" (email, name) VALUES (%(email)s, %(name)s)
+-- Users are found by email, compared without case or surrounding blanks.
+INSERT INTO "user" (email, name) VALUES (lower(btrim(%(email)s)), %(name)s)
 ON CONFLICT (email) DO UPDATE
     SET name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE "user".name END,
         updated_at = now()

@@ -9,7 +9,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from usagemeter.auth import CallerDep, workspace_access
-from usagemeter.db import queries
+from usagemeter.db import many, one, queries
 from usagemeter.ingest import DaemonUsageBody, parse_body, write_usage
 from usagemeter.tasks import task_for_caller
 from usagemeter.web import Conn, bad_request, is_zone, parse_uuid, read_json
@@ -86,18 +86,15 @@ async def register(request: Request, caller: CallerDep, conn: Conn) -> dict[str,
                 "owner_id": caller.user_id,
                 "set_owner": caller.user_id is not None,
             }
-            row = await (await conn.execute(Q.upsert_runtime, params)).fetchone()
+            row = await one(conn, Q.upsert_runtime, params)
             assert row is not None
             if legacy:
                 await conn.execute(
                     Q.merge_legacy_runtimes, {"runtime_id": row["id"], "legacy_ids": legacy}
                 )
             runtimes.append(row["id"])
-        rendered = [
-            (await (await conn.execute(Q.runtime_json, {"id": rid})).fetchone() or {})["runtime"]
-            for rid in runtimes
-        ]
-    return {"runtimes": rendered}
+        rendered = await many(conn, Q.runtimes_json, {"ids": runtimes})
+    return {"runtimes": [r["runtime"] for r in rendered]}
 
 
 async def task_usage(

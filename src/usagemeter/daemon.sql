@@ -18,5 +18,9 @@ RETURNING r.id;
 -- name: merge_legacy_runtimes
 SELECT merge_legacy_runtimes(%(runtime_id)s, %(legacy_ids)s) AS merged;
 
--- name: runtime_json
-SELECT runtime_json(r) AS runtime FROM agent_runtime r WHERE r.id = %(id)s;
+-- name: runtimes_json
+-- The runtimes of %(ids)s as AgentRuntime JSON, in the order given.
+SELECT runtime_json(r) AS runtime
+FROM unnest(%(ids)s::uuid[]) WITH ORDINALITY AS i (id, n)
+JOIN agent_runtime r ON r.id = i.id
+ORDER BY i.n;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from usagemeter.config import Config
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 Row = dict[str, Any]
+AConn = psycopg.AsyncConnection[Row]
 
 
 class Queries:
@@ -35,6 +37,16 @@ class Queries:
 def queries(module_file: str) -> Queries:
     """Load the .sql file that sits beside a module."""
     return Queries(Path(module_file).with_suffix(".sql"))
+
+
+async def one(conn: AConn, sql: str, params: Mapping[str, Any] | None = None) -> Row | None:
+    """The first row of a query, or None."""
+    return await (await conn.execute(sql, params)).fetchone()
+
+
+async def many(conn: AConn, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+    """Every row of a query."""
+    return await (await conn.execute(sql, params)).fetchall()
 
 
 def start_embedded(data_dir: Path) -> str:

@@ -15,7 +15,7 @@ from fastapi import Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from usagemeter.auth import CallerDep, current_workspace
-from usagemeter.db import Row, queries
+from usagemeter.db import AConn, one, queries
 from usagemeter.web import Conn, bad_request
 
 Q = queries(__file__)
@@ -98,7 +98,7 @@ def _rows(task_ids: list[UUID], entries: list[Any]) -> list[tuple[Any, ...]]:
 
 
 async def write_usage(
-    conn: psycopg.AsyncConnection[Row],
+    conn: AConn,
     workspace_id: UUID,
     task_ids: list[UUID],
     entries: list[Any],
@@ -111,9 +111,7 @@ async def write_usage(
         async with conn.cursor().copy(Q.copy_staging) as copy:
             for row in _rows(task_ids, entries):
                 await copy.write_row(row)
-        bad = await (
-            await conn.execute(Q.first_foreign_entry, {"workspace_id": workspace_id})
-        ).fetchone()
+        bad = await one(conn, Q.first_foreign_entry, {"workspace_id": workspace_id})
         if bad is not None:
             raise bad_request(f"invalid usage entry {bad['ord']}: task not found")
         try:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-import psycopg
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict
 
-from usagemeter.auth import Caller, CallerDep, current_workspace, require_role
-from usagemeter.db import Row, queries
+from usagemeter.auth import Caller, CallerDep, current_workspace, visible
+from usagemeter.db import AConn, Row, many, one, queries
 from usagemeter.web import Conn, bad_request, parse_model, parse_uuid
 
 Q = queries(__file__)
@@ -21,17 +20,14 @@ class IssueIn(BaseModel):
     title: str
 
 
-async def issue_for_caller(
-    conn: psycopg.AsyncConnection[Row], caller: Caller, issue_id: UUID
-) -> None:
+async def issue_for_caller(conn: AConn, caller: Caller, issue_id: UUID) -> None:
     """404 `issue not found` unless the caller may see the issue's workspace."""
-    row = await (await conn.execute(Q.issue_access, {**caller.params, "id": issue_id})).fetchone()
-    require_role(row["role"] if row else None, "issue")
+    await visible(conn, Q.issue_access, {**caller.params, "id": issue_id}, "issue")
 
 
 async def list_issues(request: Request, caller: CallerDep, conn: Conn) -> list[Row]:
     ws = await current_workspace(request, caller, conn)
-    return await (await conn.execute(Q.list_issues, {"workspace_id": ws.id})).fetchall()
+    return await many(conn, Q.list_issues, {"workspace_id": ws.id})
 
 
 async def create_issue(request: Request, caller: CallerDep, conn: Conn) -> Any:
@@ -40,9 +36,7 @@ async def create_issue(request: Request, caller: CallerDep, conn: Conn) -> Any:
     if not title:
         raise bad_request("invalid title")
     ws = await current_workspace(request, caller, conn)
-    return await (
-        await conn.execute(Q.create_issue, {"workspace_id": ws.id, "title": title})
-    ).fetchone()
+    return await one(conn, Q.create_issue, {"workspace_id": ws.id, "title": title})
 
 
 async def delete_issue(issue_id: str, caller: CallerDep, conn: Conn) -> dict[str, str]:

@@ -5,25 +5,18 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-import psycopg
 from fastapi import Request
 
-from usagemeter.auth import MANAGERS, Caller, CallerDep, current_workspace, require_role
-from usagemeter.db import Row, queries
+from usagemeter.auth import MANAGERS, Caller, CallerDep, current_workspace, visible
+from usagemeter.db import AConn, Row, many, one, queries
 from usagemeter.web import ApiError, Conn, bad_request, is_zone, parse_uuid, read_json
 
 Q = queries(__file__)
 
 
-async def runtime_for_caller(
-    conn: psycopg.AsyncConnection[Row], caller: Caller, runtime_id: UUID
-) -> Row:
+async def runtime_for_caller(conn: AConn, caller: Caller, runtime_id: UUID) -> Row:
     """The runtime, if the caller may see it (its own workspace decides), else 404."""
-    params = {**caller.params, "id": runtime_id}
-    row = await (await conn.execute(Q.runtime_access, params)).fetchone()
-    require_role(row["role"] if row else None, "runtime")
-    assert row is not None
-    return row
+    return await visible(conn, Q.runtime_access, {**caller.params, "id": runtime_id}, "runtime")
 
 
 def _may_edit(runtime: Row, caller: Caller) -> bool:
@@ -40,7 +33,7 @@ async def list_runtimes(
         raise bad_request("invalid owner")
     ws = await current_workspace(request, caller, conn)
     params = {"workspace_id": ws.id, "mine": owner == "me", "user_id": caller.user_id}
-    rows = await (await conn.execute(Q.list_runtimes, params)).fetchall()
+    rows = await many(conn, Q.list_runtimes, params)
     return [r["runtime"] for r in rows]
 
 
@@ -58,9 +51,7 @@ async def patch_runtime(runtime_id: str, request: Request, caller: CallerDep, co
     runtime = await runtime_for_caller(conn, caller, rid)
     if not _may_edit(runtime, caller):
         raise ApiError(403, "you can only edit your own runtimes")
-    row = await (
-        await conn.execute(Q.set_runtime_timezone, {"id": rid, "timezone": timezone})
-    ).fetchone()
+    row = await one(conn, Q.set_runtime_timezone, {"id": rid, "timezone": timezone})
     if row is None:
         raise ApiError(404, "runtime not found")
     return row["runtime"]
@@ -73,9 +64,9 @@ async def delete_runtime(runtime_id: str, caller: CallerDep, conn: Conn) -> dict
     if not _may_edit(runtime, caller):
         raise ApiError(403, "you can only delete your own runtimes")
     async with conn.transaction():
-        if await (await conn.execute(Q.lock_runtime, {"id": rid})).fetchone() is None:
+        if await one(conn, Q.lock_runtime, {"id": rid}) is None:
             raise ApiError(404, "runtime not found")
-        active = await (await conn.execute(Q.count_active_agents, {"id": rid})).fetchone()
+        active = await one(conn, Q.count_active_agents, {"id": rid})
         if active and active["n"]:
             raise ApiError(
                 409,

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-import psycopg
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict
 
-from usagemeter.auth import Caller, CallerDep, current_workspace, require_role
-from usagemeter.db import Row, queries
+from usagemeter.auth import Caller, CallerDep, current_workspace, visible
+from usagemeter.db import AConn, Row, many, one, queries
 from usagemeter.issues import issue_for_caller
 from usagemeter.web import ApiError, Conn, bad_request, parse_model, parse_uuid
 
@@ -31,16 +30,13 @@ class TaskIn(BaseModel):
     issue_id: str | None = None
 
 
-async def task_for_caller(conn: psycopg.AsyncConnection[Row], caller: Caller, task_id: UUID) -> Row:
+async def task_for_caller(conn: AConn, caller: Caller, task_id: UUID) -> Row:
     """The task (with its agent's workspace) if the caller may see it, else 404."""
-    row = await (await conn.execute(Q.task_access, {**caller.params, "id": task_id})).fetchone()
-    require_role(row["role"] if row else None, "task")
-    assert row is not None
-    return row
+    return await visible(conn, Q.task_access, {**caller.params, "id": task_id}, "task")
 
 
-async def _get(conn: psycopg.AsyncConnection[Row], task_id: UUID) -> Any:
-    return await (await conn.execute(Q.get_task, {"id": task_id})).fetchone()
+async def _get(conn: AConn, task_id: UUID) -> Any:
+    return await one(conn, Q.get_task, {"id": task_id})
 
 
 async def create_task(request: Request, caller: CallerDep, conn: Conn) -> Any:
@@ -53,13 +49,13 @@ async def create_task(request: Request, caller: CallerDep, conn: Conn) -> Any:
         await issue_for_caller(conn, caller, issue_id)
     async with conn.transaction():
         scope = {"agent_id": agent_id, "workspace_id": ws.id}
-        agent = await (await conn.execute(Q.agent_for_task, scope)).fetchone()
+        agent = await one(conn, Q.agent_for_task, scope)
         if agent is None:
             raise ApiError(404, "agent not found")
         if agent["archived"]:
             raise ApiError(409, "agent is archived")
         params = {"agent_id": agent_id, "runtime_id": agent["runtime_id"], "issue_id": issue_id}
-        row = await (await conn.execute(Q.create_task, params)).fetchone()
+        row = await one(conn, Q.create_task, params)
         assert row is not None
     return await _get(conn, row["id"])
 
@@ -84,16 +80,14 @@ async def list_tasks(
         raise bad_request("invalid limit")
     ws = await current_workspace(request, caller, conn)
     params = {"workspace_id": ws.id, "status": status, "limit": int(limit or 100)}
-    return await (await conn.execute(Q.list_tasks, params)).fetchall()
+    return await many(conn, Q.list_tasks, params)
 
 
-async def _transition(
-    conn: psycopg.AsyncConnection[Row], caller: Caller, task_id: str, status: str
-) -> Any:
+async def _transition(conn: AConn, caller: Caller, task_id: str, status: str) -> Any:
     tid = parse_uuid(task_id, "task_id")
     await task_for_caller(conn, caller, tid)
     params = {"id": tid, "status": status, "from": TRANSITIONS[status]}
-    if await (await conn.execute(Q.transition_task, params)).fetchone() is None:
+    if await one(conn, Q.transition_task, params) is None:
         task = await _get(conn, tid)
         raise ApiError(409, f"task is {task['status'] if task else 'gone'}")
     return await _get(conn, tid)

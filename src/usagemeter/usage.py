@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
-import psycopg
 from fastapi import Request
 
 from usagemeter.auth import Caller, CallerDep, current_workspace
-from usagemeter.db import Row, queries
+from usagemeter.db import AConn, Row, many, one, queries
 from usagemeter.issues import issue_for_caller
 from usagemeter.runtimes import runtime_for_caller
 from usagemeter.web import Conn, parse_days, parse_tz, parse_uuid
@@ -17,12 +15,8 @@ from usagemeter.web import Conn, parse_days, parse_tz, parse_uuid
 Q = queries(__file__)
 
 
-async def _fetch(conn: psycopg.AsyncConnection[Row], sql: str, params: dict[str, Any]) -> list[Row]:
-    return await (await conn.execute(sql, params)).fetchall()
-
-
 async def _runtime_report(
-    conn: psycopg.AsyncConnection[Row],
+    conn: AConn,
     caller: Caller,
     runtime_id: str,
     sql: str,
@@ -35,7 +29,7 @@ async def _runtime_report(
     zone = parse_tz(tz)
     runtime = await runtime_for_caller(conn, caller, rid)
     params = {"runtime_id": rid, "days": n, "tz": zone or runtime["timezone"]}
-    return await _fetch(conn, sql, params)
+    return await many(conn, sql, params)
 
 
 async def runtime_usage(
@@ -66,29 +60,21 @@ async def runtime_activity(
     rid = parse_uuid(runtime_id, "runtime_id")
     zone = parse_tz(tz)
     runtime = await runtime_for_caller(conn, caller, rid)
-    return await _fetch(
+    return await many(
         conn, Q.runtime_activity, {"runtime_id": rid, "tz": zone or runtime["timezone"]}
     )
 
 
-async def _viewer_zone(conn: psycopg.AsyncConnection[Row], caller: Caller) -> str:
-    """The caller's own zone (`"user".timezone`), else UTC."""
-    if caller.user_id is None:
-        return "UTC"
-    row = await (await conn.execute(Q.user_timezone, {"user_id": caller.user_id})).fetchone()
-    return (row and row["timezone"]) or "UTC"
-
-
 async def _workspace_report(
-    conn: psycopg.AsyncConnection[Row],
+    conn: AConn,
     caller: Caller,
     workspace_id: UUID,
     sql: str,
     days: int,
     zone: str | None,
 ) -> list[Row]:
-    tz = zone or await _viewer_zone(conn, caller)
-    return await _fetch(conn, sql, {"workspace_id": workspace_id, "days": days, "tz": tz})
+    tz = zone or caller.timezone or "UTC"
+    return await many(conn, sql, {"workspace_id": workspace_id, "days": days, "tz": tz})
 
 
 async def workspace_daily(
@@ -113,5 +99,6 @@ async def issue_usage(issue_id: str, caller: CallerDep, conn: Conn) -> Row:
     """All-time totals of every task on the issue."""
     iid = parse_uuid(issue_id, "issue_id")
     await issue_for_caller(conn, caller, iid)
-    rows = await _fetch(conn, Q.issue_usage, {"issue_id": iid})
-    return rows[0]
+    row = await one(conn, Q.issue_usage, {"issue_id": iid})
+    assert row is not None  # an aggregate always has one row
+    return row

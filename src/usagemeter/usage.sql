@@ -101,6 +101,3 @@ SELECT coalesce(sum(u.input_tokens), 0)::bigint AS total_input_tokens,
 FROM agent_task_queue t
 JOIN task_usage u ON u.task_id = t.id
 WHERE t.issue_id = %(issue_id)s;
-
--- name: user_timezone
-SELECT timezone FROM "user" WHERE id = %(user_id)s;

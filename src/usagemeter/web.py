@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
-import psycopg
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
-from usagemeter.db import Row
+from usagemeter.db import AConn
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _DAYS = re.compile(r"[0-9]{1,3}")
@@ -125,10 +124,10 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, internal_error)
 
 
-async def connection(request: Request) -> AsyncIterator[psycopg.AsyncConnection[Row]]:
+async def connection(request: Request) -> AsyncIterator[AConn]:
     """One pooled autocommit connection for the request."""
     async with request.app.state.pool.connection() as conn:
         yield conn
 
 
-Conn = Annotated[psycopg.AsyncConnection[Row], Depends(connection)]
+Conn = Annotated[AConn, Depends(connection)]

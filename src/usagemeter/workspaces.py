@@ -9,8 +9,9 @@ import psycopg
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict
 
+from usagemeter import auth
 from usagemeter.auth import MANAGERS, ROLES, CallerDep, current_workspace, require_user
-from usagemeter.db import Row, queries
+from usagemeter.db import Row, many, one, queries
 from usagemeter.web import ApiError, Conn, bad_request, is_zone, parse_model, parse_uuid
 
 Q = queries(__file__)
@@ -37,7 +38,7 @@ class MeIn(BaseModel):
 
 async def list_workspaces(caller: CallerDep, conn: Conn) -> list[Row]:
     """The workspaces the caller belongs to (or the daemon token's one)."""
-    return await (await conn.execute(Q.list_workspaces, caller.params)).fetchall()
+    return await many(conn, Q.list_workspaces, caller.params)
 
 
 async def create_workspace(request: Request, caller: CallerDep, conn: Conn) -> Any:
@@ -49,9 +50,7 @@ async def create_workspace(request: Request, caller: CallerDep, conn: Conn) -> A
     name = (body.name or "").strip() or body.slug
     try:
         async with conn.transaction():
-            row = await (
-                await conn.execute(Q.create_workspace, {"name": name, "slug": body.slug})
-            ).fetchone()
+            row = await one(conn, Q.create_workspace, {"name": name, "slug": body.slug})
             assert row is not None
             await conn.execute(Q.add_owner, {"workspace_id": row["id"], "user_id": user_id})
     except psycopg.errors.UniqueViolation:
@@ -61,14 +60,13 @@ async def create_workspace(request: Request, caller: CallerDep, conn: Conn) -> A
 
 async def list_members(request: Request, caller: CallerDep, conn: Conn) -> list[Row]:
     ws = await current_workspace(request, caller, conn)
-    return await (await conn.execute(Q.list_members, {"workspace_id": ws.id})).fetchall()
+    return await many(conn, Q.list_members, {"workspace_id": ws.id, "user_id": None})
 
 
 async def put_member(request: Request, caller: CallerDep, conn: Conn) -> Any:
     """Add a member by email (creating the user) or change their role; owners/admins only."""
     body = await parse_model(request, MemberIn)
-    email = body.email.strip().lower()
-    if "@" not in email:
+    if "@" not in body.email:
         raise bad_request("invalid email")
     if body.role not in ROLES:
         raise bad_request("invalid role")
@@ -77,8 +75,12 @@ async def put_member(request: Request, caller: CallerDep, conn: Conn) -> Any:
         raise ApiError(403, "only owners and admins can manage members")
     if body.role == "owner" and ws.role != "owner":
         raise ApiError(403, "only owners can make owners")
-    params = {"workspace_id": ws.id, "email": email, "role": body.role}
-    return await (await conn.execute(Q.upsert_member, params)).fetchone()
+    async with conn.transaction():
+        user = await one(conn, auth.Q.upsert_user, {"email": body.email, "name": ""})
+        assert user is not None
+        params = {"workspace_id": ws.id, "user_id": user["id"], "role": body.role}
+        await conn.execute(auth.Q.upsert_member, params)
+        return await one(conn, Q.list_members, params)
 
 
 async def delete_member(user_id: str, request: Request, caller: CallerDep, conn: Conn) -> Any:
@@ -89,10 +91,10 @@ async def delete_member(user_id: str, request: Request, caller: CallerDep, conn:
         raise ApiError(403, "only owners and admins can manage members")
     params = {"workspace_id": ws.id, "user_id": uid}
     async with conn.transaction():
-        row = await (await conn.execute(Q.member_role, params)).fetchone()
+        row = await one(conn, Q.member_role, params)
         if row is None:
             raise ApiError(404, "member not found")
-        others = await (await conn.execute(Q.other_owners, params)).fetchone()
+        others = await one(conn, Q.other_owners, params)
         if row["role"] == "owner" and others and others["n"] == 0:
             raise ApiError(409, "cannot remove the last owner")
         await conn.execute(Q.delete_member, params)
@@ -101,7 +103,7 @@ async def delete_member(user_id: str, request: Request, caller: CallerDep, conn:
 
 async def get_me(caller: CallerDep, conn: Conn) -> Any:
     user_id = require_user(caller)
-    return await (await conn.execute(Q.get_me, {"user_id": user_id})).fetchone()
+    return await one(conn, Q.get_me, {"user_id": user_id})
 
 
 async def patch_me(request: Request, caller: CallerDep, conn: Conn) -> Any:
@@ -117,4 +119,4 @@ async def patch_me(request: Request, caller: CallerDep, conn: Conn) -> Any:
         "set_timezone": set_tz,
         "timezone": body.timezone or None,
     }
-    return await (await conn.execute(Q.update_me, params)).fetchone()
+    return await one(conn, Q.update_me, params)

@@ -14,25 +14,12 @@ RETURNING id, name, slug, 'owner' AS role, rfc3339(created_at) AS created_at;
 INSERT INTO member (workspace_id, user_id, role) VALUES (%(workspace_id)s, %(user_id)s, 'owner');
 
 -- name: list_members
+-- The workspace's members, or only %(user_id)s when given.
 SELECT u.id AS user_id, u.email, u.name, m.role, rfc3339(m.created_at) AS created_at
 FROM member m JOIN "user" u ON u.id = m.user_id
 WHERE m.workspace_id = %(workspace_id)s
+  AND (%(user_id)s::uuid IS NULL OR m.user_id = %(user_id)s::uuid)
 ORDER BY m.created_at, u.email COLLATE "C";
-
--- name: upsert_member
--- Adds the user (created by email if new) or changes their role.
-WITH u AS (
-    INSERT INTO "user" (email, name) VALUES (%(email)s, '')
-    ON CONFLICT (email) DO UPDATE SET email = excluded.email
-    RETURNING id, email, name
-), m AS (
-    INSERT INTO member (workspace_id, user_id, role)
-    SELECT %(workspace_id)s, u.id, %(role)s FROM u
-    ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role
-    RETURNING user_id, role, created_at
-)
-SELECT u.id AS user_id, u.email, u.name, m.role, rfc3339(m.created_at) AS created_at
-FROM u JOIN m ON m.user_id = u.id;
 
 -- name: other_owners
 SELECT count(*) AS n FROM member
