@@ -6,10 +6,12 @@ Factories insert rows and assert nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -155,15 +157,17 @@ class World:
         at: datetime | None = None,
         provider: str = "anthropic",
         tokens: tuple[int, int, int, int] = (100, 10, 0, 0),
+        cost: Decimal | None = None,
     ) -> None:
         self.db.execute(
             "INSERT INTO task_usage (task_id, provider, model, input_tokens, output_tokens,"
-            " cache_read_tokens, cache_write_tokens, created_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), coalesce(%s, now()))"
+            " cache_read_tokens, cache_write_tokens, cost_usd, created_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), coalesce(%s, now()))"
             " ON CONFLICT (task_id, provider, model) DO UPDATE SET input_tokens = excluded.input_tokens,"
             " output_tokens = excluded.output_tokens, cache_read_tokens = excluded.cache_read_tokens,"
-            " cache_write_tokens = excluded.cache_write_tokens, updated_at = now()",
-            (task, provider, model, *tokens, at, at),
+            " cache_write_tokens = excluded.cache_write_tokens, cost_usd = excluded.cost_usd,"
+            " updated_at = now()",
+            (task, provider, model, *tokens, cost, at, at),
         )
 
     def today_utc(self) -> datetime:
@@ -176,6 +180,28 @@ class World:
 @pytest.fixture
 def world(db: psycopg.Connection[Row]) -> World:
     return World(db)
+
+
+def price(
+    db: psycopg.Connection[Row],
+    model: str,
+    prices: tuple[str, str, str, str],
+    effective_from: str = "2000-01-01",
+    workspace_id: Any = None,
+    provider: str | None = None,
+) -> None:
+    """Insert a price entry (USD per million input, output, cache-read, cache-write)."""
+    db.execute(
+        "INSERT INTO model_price (workspace_id, provider, model, effective_from, input_per_mtok,"
+        " output_per_mtok, cache_read_per_mtok, cache_write_per_mtok)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (workspace_id, provider, model, effective_from, *prices),
+    )
+
+
+def exact(response: Any) -> Any:
+    """A response body with JSON numbers read as exact decimals."""
+    return json.loads(response.text, parse_float=Decimal)
 
 
 def auth(token: str, slug: str | None = None) -> dict[str, str]:

@@ -26,7 +26,20 @@ def env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.mark.parametrize(
-    "args", [[], ["serve"], ["migrate"], ["token"], ["token", "create"], ["demo"], ["status"]]
+    "args",
+    [
+        [],
+        ["serve"],
+        ["migrate"],
+        ["token"],
+        ["token", "create"],
+        ["demo"],
+        ["status"],
+        ["prices"],
+        ["prices", "list"],
+        ["prices", "set"],
+        ["prices", "remove"],
+    ],
 )
 def test_help(args: list[str]) -> None:
     r = runner.invoke(app, [*args, "--help"])
@@ -103,6 +116,11 @@ def test_demo_and_status(env: str, client: TestClient) -> None:
     }
     summary = client.get("/api/usage/summary", headers=h).json()
     assert len(summary) >= 5 and all(row["total_input_tokens"] > 0 for row in summary)
+    # Catalogue prices and reported costs price every model but gemini-2.5-flash.
+    assert all((row["cost_usd"] > 0) != (row["model"] == "gemini-2.5-flash") for row in summary)
+    assert all(
+        (row["unpriced_tokens"] > 0) == (row["model"] == "gemini-2.5-flash") for row in summary
+    )
     again = runner.invoke(app, ["demo"])
     assert again.exit_code == 0 and "already has runtimes" in again.output
     assert client.get("/api/usage/summary", headers=h).json() == summary
@@ -130,3 +148,31 @@ def test_readme_documents_every_setting_and_the_test_command() -> None:
     ci = (Path(__file__).parents[1] / ".ci" / "run").read_text()
     assert all(f"`{s.env}`" in readme for s in SETTINGS)
     assert "./scripts/test" in readme.split("\n\n")[1] and "./scripts/test" in ci
+
+
+def test_prices_set_list_remove(env: str, client: TestClient, db: psycopg.Connection[Row]) -> None:
+    token = runner.invoke(app, ["token", "create", "--email", "a@x.io", "--workspace", "w1"])
+    assert token.exit_code == 0, token.output
+    h = auth(token.output.strip().splitlines()[-1], "w1")
+    args = ["prices", "set", "new-model", "--input", "1.5", "--output", "6", "--cache-read", "0.15"]
+    r = runner.invoke(app, [*args, "--cache-write", "1.875", "--from", "2026-02-01"])
+    assert r.exit_code == 0 and "new-model" in r.output, r.output
+    r = runner.invoke(app, [*args, "--cache-write", "2", "--workspace", "w1", "--provider", "p"])
+    assert r.exit_code == 0, r.output
+    listed = client.get("/api/pricing?model=new-model", headers=h).json()
+    assert [(p["scope"], p["provider"], p["cache_write_per_mtok"]) for p in listed] == [
+        ("global", None, 1.875),
+        ("workspace", "p", 2),
+    ]
+    r = runner.invoke(app, ["prices", "list", "--model", "new-model"])
+    assert r.exit_code == 0 and "1.875" in r.output and "workspace" not in r.output
+    r = runner.invoke(app, ["prices", "remove", "new-model", "--from", "2026-02-01"])
+    assert r.exit_code == 0 and "removed" in r.output
+    r = runner.invoke(app, ["prices", "remove", "new-model", "--from", "2026-02-01"])
+    assert r.exit_code == 1 and "no such price entry" in r.output
+    assert len(client.get("/api/pricing?model=new-model", headers=h).json()) == 1
+    for bad in (["--input", "abc"], ["--input", "-1"], ["--input", "0.00001"], ["--from", "x"]):
+        r = runner.invoke(app, [*args, "--cache-write", "1", *bad])
+        assert r.exit_code == 2, (bad, r.output)
+    r = runner.invoke(app, [*args, "--cache-write", "1", "--workspace", "nope"])
+    assert r.exit_code == 2 and "no workspace" in r.output

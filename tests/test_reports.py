@@ -12,6 +12,7 @@ from tests.conftest import World, auth
 
 TOKENS4 = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"]
 TOTALS4 = [f"total_{k}" for k in TOKENS4]
+COST = ["cost_usd", "unpriced_tokens"]
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def test_runtime_usage_shape_and_order(
         world.task(s["a1"], s["rt"]), model="alpha", provider="a", at=at - timedelta(days=1)
     )
     rows = get(client, f"/api/runtimes/{s['rt']}/usage", s["token"])
-    assert list(rows[0]) == ["runtime_id", "date", "provider", "model", *TOKENS4]
+    assert list(rows[0]) == ["runtime_id", "date", "provider", "model", *TOKENS4, *COST]
     keys = [(r["date"], r["provider"], r["model"]) for r in rows]
     d0, d1 = str(s["today"].date()), str((s["today"] - timedelta(days=1)).date())
     assert keys == [
@@ -69,7 +70,7 @@ def test_task_count_is_distinct_tasks(
     world.usage(t2, model="m", provider="p1", at=at)
     world.usage(t3, model="other", provider="p1", at=at)
     by_agent = get(client, f"/api/runtimes/{s['rt']}/usage/by-agent", s["token"])
-    assert list(by_agent[0]) == ["agent_id", "model", *TOKENS4, "task_count"]
+    assert list(by_agent[0]) == ["agent_id", "model", *TOKENS4, "task_count", *COST]
     assert [(r["model"], r["task_count"], r["input_tokens"]) for r in by_agent] == [
         ("m", 2, 300),
         ("other", 1, 100),
@@ -77,10 +78,10 @@ def test_task_count_is_distinct_tasks(
     summary = get(client, "/api/usage/summary", s["token"], "acme")
     assert [(r["model"], r["task_count"]) for r in summary] == [("m", 2), ("other", 1)]
     daily = get(client, "/api/usage/daily", s["token"], "acme")
-    assert list(daily[0]) == ["date", "model", *TOTALS4, "task_count"]
+    assert list(daily[0]) == ["date", "model", *TOTALS4, "task_count", *COST]
     assert [(r["model"], r["task_count"]) for r in daily] == [("m", 2), ("other", 1)]
     by_hour = get(client, f"/api/runtimes/{s['rt']}/usage/by-hour", s["token"])
-    assert list(by_hour[0]) == ["hour", "model", *TOKENS4, "task_count"]
+    assert list(by_hour[0]) == ["hour", "model", *TOKENS4, "task_count", *COST]
     assert [(r["hour"], r["model"], r["task_count"]) for r in by_hour] == [
         (0, "m", 2),
         (0, "other", 1),
@@ -110,7 +111,7 @@ def test_summary_orders_by_input_plus_output_then_model(
     world.usage(t, model="tie-a", tokens=(9, 1, 0, 0))
     world.usage(t, model="big", tokens=(100, 0, 0, 0))
     rows = get(client, "/api/usage/summary", s["token"], "acme")
-    assert list(rows[0]) == ["model", *TOTALS4, "task_count"]
+    assert list(rows[0]) == ["model", *TOTALS4, "task_count", *COST]
     assert [r["model"] for r in rows] == ["big", "tie-a", "tie-b", "small"]
 
 
@@ -269,10 +270,12 @@ def test_issue_usage(client: TestClient, world: World, setup: dict[str, Any]) ->
     world.task(s["a1"], s["rt"], issue=issue)  # no usage: not a contributing task
 
     def totals(*values: int) -> dict[str, int]:
-        return dict(zip([*TOTALS4, "task_count"], values, strict=True))
+        return dict(zip([*TOTALS4, "task_count", *COST], values, strict=True))
 
-    assert get(client, f"/api/issues/{issue}/usage", s["token"]) == totals(111, 222, 333, 444, 2)
-    assert get(client, f"/api/issues/{empty}/usage", s["token"]) == totals(0, 0, 0, 0, 0)
+    # Models "a" and "b" have no price: every token is unpriced and the cost is 0.
+    body = get(client, f"/api/issues/{issue}/usage", s["token"])
+    assert body == totals(111, 222, 333, 444, 2, 0, 1110)
+    assert get(client, f"/api/issues/{empty}/usage", s["token"]) == totals(0, 0, 0, 0, 0, 0, 0)
 
 
 def test_issue_usage_errors(client: TestClient, world: World, setup: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from usagemeter import (
     ingest,
     issues,
     metrics,
+    pricing,
     runtimes,
     tasks,
     usage,
@@ -47,6 +48,11 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("POST", "/api/daemon/register", daemon.register),
     ("POST", "/api/daemon/tasks/{task_id}/usage", daemon.task_usage),
     ("POST", "/api/usage/batch", ingest.batch_usage),
+    # Prices (cost of usage)
+    ("GET", "/api/pricing", pricing.list_prices),
+    ("GET", "/api/pricing/effective", pricing.effective_prices),
+    ("PUT", "/api/pricing", pricing.set_price),
+    ("DELETE", "/api/pricing/{price_id}", pricing.delete_price),
     # Management (API.md §6)
     ("GET", "/api/me", workspaces.get_me),
     ("PATCH", "/api/me", workspaces.patch_me),

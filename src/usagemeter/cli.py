@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+from uuid import UUID
 
+import psycopg
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from usagemeter import migrate as migrations
+from usagemeter import pricing
 from usagemeter.auth import ROLES, create_token
 from usagemeter.config import SETTINGS, Config
-from usagemeter.db import connect, database_url, queries
+from usagemeter.db import Row, connect, database_url, queries
 
 Q = queries(__file__)
 _SETTINGS_HELP = "\n\n".join(f"{s.env}: {s.help}" for s in SETTINGS)
@@ -24,6 +30,11 @@ app = typer.Typer(
 )
 token_app = typer.Typer(help="Access tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+prices_app = typer.Typer(
+    help="Prices in USD per million tokens: the global catalogue and workspace overrides.",
+    no_args_is_help=True,
+)
+app.add_typer(prices_app, name="prices")
 err = Console(stderr=True)
 
 
@@ -93,6 +104,132 @@ def token_create(
         except ValueError as e:
             raise typer.BadParameter(str(e)) from None
     print(token)
+
+
+Workspace = Annotated[
+    str | None,
+    typer.Option(help="Workspace slug: its overrides (default: the global catalogue)."),
+]
+Provider = Annotated[
+    str | None, typer.Option(help="Only usage reported under this provider (default: any).")
+]
+Model = Annotated[str, typer.Argument(help="Model id, e.g. claude-sonnet-4-5.")]
+
+
+def _scope(conn: psycopg.Connection[Row], slug: str | None) -> UUID | None:
+    if slug is None:
+        return None
+    row = conn.execute(Q.workspace_id, {"slug": slug}).fetchone()
+    if row is None:
+        raise typer.BadParameter(f"no workspace {slug!r}", param_hint="--workspace")
+    return row["id"]  # type: ignore[no-any-return]
+
+
+def _price(value: str, hint: str) -> Decimal:
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        raise typer.BadParameter("must be a decimal number", param_hint=hint) from None
+
+
+def _out() -> Console:
+    """Standard output; when it is not a terminal, wide enough that nothing is cut."""
+    out = Console()
+    return out if out.is_terminal else Console(width=200)
+
+
+def _price_table(rows: list[Row]) -> Table:
+    table = Table(
+        "scope",
+        "provider",
+        "model",
+        "from",
+        "input",
+        "output",
+        "cache read",
+        "cache write",
+        title="USD per million tokens",
+    )
+    for r in rows:
+        table.add_row(
+            r["scope"],
+            r["provider"] or "any",
+            r["model"],
+            r["effective_from"],
+            *(str(r[k]) for k in pricing.PRICE_FIELDS),
+        )
+    return table
+
+
+@prices_app.command("list")
+def prices_list(
+    workspace: Workspace = None,
+    model: Annotated[str | None, typer.Option(help="Only this model (and its base id).")] = None,
+) -> None:
+    """List global prices and, with --workspace, that workspace's overrides."""
+    with connect(_ready_url(Config.from_env())) as conn:
+        rows = pricing.cli_list(conn, _scope(conn, workspace), model)
+    _out().print(_price_table(rows))
+
+
+@prices_app.command("set")
+def prices_set(
+    model: Model,
+    input: Annotated[str, typer.Option("--input", help="USD per million input tokens.")],
+    output: Annotated[str, typer.Option("--output", help="USD per million output tokens.")],
+    cache_read: Annotated[str, typer.Option(help="USD per million cache-read tokens.")],
+    cache_write: Annotated[str, typer.Option(help="USD per million cache-write tokens.")],
+    provider: Provider = None,
+    effective_from: Annotated[
+        str | None, typer.Option("--from", help="In force from this UTC date (default today).")
+    ] = None,
+    workspace: Workspace = None,
+) -> None:
+    """Set a price from a date on (a global one, or an override of --workspace)."""
+    fields: dict[str, Any] = {
+        "model": model,
+        "provider": provider,
+        "effective_from": _date(effective_from),
+        "input_per_mtok": _price(input, "--input"),
+        "output_per_mtok": _price(output, "--output"),
+        "cache_read_per_mtok": _price(cache_read, "--cache-read"),
+        "cache_write_per_mtok": _price(cache_write, "--cache-write"),
+    }
+    try:
+        entry = pricing.PriceIn.model_validate(fields)
+    except ValidationError as e:
+        problem = e.errors()[0]
+        raise typer.BadParameter(problem["msg"], param_hint=str(problem["loc"][0])) from None
+    with connect(_ready_url(Config.from_env())) as conn:
+        row = pricing.cli_set(conn, _scope(conn, workspace), entry)
+    _out().print(_price_table([row]))
+
+
+@prices_app.command("remove")
+def prices_remove(
+    model: Model,
+    effective_from: Annotated[str, typer.Option("--from", help="The entry's UTC date.")],
+    provider: Provider = None,
+    workspace: Workspace = None,
+) -> None:
+    """Remove one entry; usage it priced falls back to the entries that remain."""
+    day = _date(effective_from)
+    assert day is not None
+    with connect(_ready_url(Config.from_env())) as conn:
+        removed = pricing.cli_remove(conn, _scope(conn, workspace), provider, model, day)
+    if not removed:
+        err.print("no such price entry")
+        raise typer.Exit(1)
+    print("removed")
+
+
+def _date(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter("must be a date, YYYY-MM-DD", param_hint="--from") from None
 
 
 @app.command()

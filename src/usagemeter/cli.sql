@@ -6,3 +6,6 @@ SELECT (SELECT count(*) FROM workspace) AS workspaces,
        (SELECT count(*) FROM task_usage) AS usage_rows,
        (SELECT rfc3339(max(updated_at)) FROM task_usage) AS last_usage_at,
        current_setting('server_version') AS server_version;
+
+-- name: workspace_id
+SELECT id FROM workspace WHERE slug = %(slug)s;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -56,6 +57,9 @@ ISSUES = [
 ]
 # Share of a day's tasks per local hour: a working day with a lunch dip and a late tail.
 RHYTHM = [1, 1, 0, 0, 0, 0, 1, 2, 5, 8, 9, 8, 5, 6, 8, 9, 8, 6, 4, 3, 2, 2, 1, 1]
+# Models whose daemon reports the cost itself (USD per million input, output tokens);
+# gemini-2.5-flash reports none and has no catalogue price: it shows as unpriced tokens.
+REPORTED = {"gemini-2.5-pro": (Decimal("1.25"), Decimal(10))}
 
 
 def _tokens(rng: random.Random, model: str) -> tuple[int, int, int, int]:
@@ -123,6 +127,13 @@ def fill(conn: psycopg.Connection[Row], *, slug: str, days: int, seed: int) -> s
     return f"workspace {slug!r}: 3 runtimes, 6 agents, {len(tasks)} tasks, {len(usage)} usage rows"
 
 
+def _reported(model: str, tokens: tuple[int, int, int, int]) -> Decimal | None:
+    if model not in REPORTED:
+        return None
+    per_input, per_output = REPORTED[model]
+    return (tokens[0] * per_input + tokens[1] * per_output) / 1_000_000
+
+
 def _agent_history(
     rng: random.Random,
     now: datetime,
@@ -151,4 +162,5 @@ def _agent_history(
             issue = rng.choice(issue_ids) if rng.random() < 0.7 else None
             tasks.append((tid, agent_id, runtime_id, issue, status, start, end, start))
             for provider, model in rng.sample(models, k=rng.randint(1, len(models))):
-                usage.append((tid, provider, model, *_tokens(rng, model), end, end))
+                tokens = _tokens(rng, model)
+                usage.append((tid, provider, model, *tokens, _reported(model, tokens), end, end))

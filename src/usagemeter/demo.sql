@@ -29,5 +29,5 @@ FROM STDIN;
 
 -- name: copy_usage
 COPY task_usage (task_id, provider, model, input_tokens, output_tokens, cache_read_tokens,
-                 cache_write_tokens, created_at, updated_at)
+                 cache_write_tokens, cost_usd, created_at, updated_at)
 FROM STDIN;

@@ -6,17 +6,17 @@ entry is rejected whole (400 naming the entry) and nothing is written.
 
 from __future__ import annotations
 
-from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 import psycopg
 from fastapi import Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from usagemeter.auth import CallerDep, current_workspace
 from usagemeter.db import AConn, one, queries
-from usagemeter.web import Conn, bad_request
+from usagemeter.web import Conn, bad_request, exact_number
 
 Q = queries(__file__)
 
@@ -24,6 +24,10 @@ Q = queries(__file__)
 MAX_TOKENS = 2**53 - 1
 Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+MAX_COST_USD = 10**6
+Cost = Annotated[
+    Decimal, BeforeValidator(exact_number), Field(ge=0, le=MAX_COST_USD, decimal_places=10)
+]
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
@@ -37,6 +41,7 @@ class UsageEntry(BaseModel):
     output_tokens: Tokens = 0
     cache_read_tokens: Tokens = 0
     cache_write_tokens: Tokens = 0
+    cost_usd: Cost | None = None
 
 
 class BatchEntry(UsageEntry):
@@ -62,6 +67,8 @@ _REASONS = {
     "task_id": "task_id must be a UUID",
     "created_at": "created_at must be an RFC 3339 time with a UTC offset",
     **{f: f"{f} must be an integer between 0 and {MAX_TOKENS}" for f in TOKEN_FIELDS},
+    "cost_usd": f"cost_usd must be a number from 0 to {MAX_COST_USD} with at most 10"
+    " decimals and 15 significant digits",
 }
 
 
@@ -90,9 +97,16 @@ def _describe(e: ValidationError) -> str:
 
 
 def _rows(task_ids: list[UUID], entries: list[Any]) -> list[tuple[Any, ...]]:
-    created: list[datetime | None] = [getattr(e, "created_at", None) for e in entries]
     return [
-        (i, task_ids[i], e.provider, e.model, *(getattr(e, f) for f in TOKEN_FIELDS), created[i])
+        (
+            i,
+            task_ids[i],
+            e.provider,
+            e.model,
+            *(getattr(e, f) for f in TOKEN_FIELDS),
+            e.cost_usd,
+            getattr(e, "created_at", None),
+        )
         for i, e in enumerate(entries)
     ]
 

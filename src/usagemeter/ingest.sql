@@ -12,12 +12,13 @@ CREATE TEMP TABLE IF NOT EXISTS usage_staging (
     output_tokens      bigint NOT NULL,
     cache_read_tokens  bigint NOT NULL,
     cache_write_tokens bigint NOT NULL,
+    cost_usd           numeric NULL,
     created_at         timestamptz NULL
 ) ON COMMIT DELETE ROWS;
 
 -- name: copy_staging
 COPY usage_staging (ord, task_id, provider, model, input_tokens, output_tokens,
-                    cache_read_tokens, cache_write_tokens, created_at) FROM STDIN;
+                    cache_read_tokens, cache_write_tokens, cost_usd, created_at) FROM STDIN;
 
 -- name: first_foreign_entry
 -- The first staged entry whose task is not in the workspace (through its agent).
@@ -31,13 +32,13 @@ ORDER BY s.ord
 LIMIT 1;
 
 -- name: upsert_staged
--- INVARIANT: a repeated (task_id, provider, model) replaces the four token values and
--- bumps updated_at; created_at never changes. Within one request the last entry wins.
+-- INVARIANT: a repeated (task_id, provider, model) replaces the four token values and the
+-- reported cost, and bumps updated_at; created_at never changes. Within one request the last entry wins.
 -- Rows are written in key order so concurrent batches lock in the same order.
 INSERT INTO task_usage (task_id, provider, model, input_tokens, output_tokens,
-                        cache_read_tokens, cache_write_tokens, created_at, updated_at)
+                        cache_read_tokens, cache_write_tokens, cost_usd, created_at, updated_at)
 SELECT task_id, provider, model, input_tokens, output_tokens,
-       cache_read_tokens, cache_write_tokens, coalesce(created_at, now()), now()
+       cache_read_tokens, cache_write_tokens, cost_usd, coalesce(created_at, now()), now()
 FROM (
     SELECT DISTINCT ON (task_id, provider, model) *
     FROM usage_staging
@@ -49,4 +50,5 @@ SET input_tokens = excluded.input_tokens,
     output_tokens = excluded.output_tokens,
     cache_read_tokens = excluded.cache_read_tokens,
     cache_write_tokens = excluded.cache_write_tokens,
+    cost_usd = excluded.cost_usd,
     updated_at = now();

@@ -5,11 +5,19 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import Request
+from fastapi import Request, Response
 
 from usagemeter.auth import MANAGERS, Caller, CallerDep, current_workspace, visible
 from usagemeter.db import AConn, Row, many, one, queries
-from usagemeter.web import ApiError, Conn, bad_request, is_zone, parse_uuid, read_json
+from usagemeter.web import (
+    ApiError,
+    Conn,
+    bad_request,
+    exact_json,
+    is_zone,
+    parse_uuid,
+    read_json,
+)
 
 Q = queries(__file__)
 
@@ -27,14 +35,15 @@ def _may_edit(runtime: Row, caller: Caller) -> bool:
 
 async def list_runtimes(
     request: Request, caller: CallerDep, conn: Conn, owner: str | None = None
-) -> list[Any]:
-    """The workspace's runtimes (created_at ascending); `?owner=me` keeps the caller's."""
+) -> Response:
+    """The workspace's runtimes (created_at ascending) with their cost of the last 7 local
+    days and the 7 before; `?owner=me` keeps the caller's."""
     if owner not in (None, "", "me"):
         raise bad_request("invalid owner")
     ws = await current_workspace(request, caller, conn)
     params = {"workspace_id": ws.id, "mine": owner == "me", "user_id": caller.user_id}
     rows = await many(conn, Q.list_runtimes, params)
-    return [r["runtime"] for r in rows]
+    return exact_json([{**r.pop("runtime"), **r} for r in rows])
 
 
 async def patch_runtime(runtime_id: str, request: Request, caller: CallerDep, conn: Conn) -> Any:

@@ -6,9 +6,22 @@ FROM agent_runtime r
 WHERE r.id = %(id)s;
 
 -- name: list_runtimes
--- The workspace's runtimes, oldest first; optionally only the caller's own.
-SELECT runtime_json(r) AS runtime
+-- The workspace's runtimes, oldest first; optionally only the caller's own. Each with
+-- its cost over the 7 local days before today in its own zone, and the 7 days before.
+SELECT runtime_json(r) AS runtime,
+       usd(c.cost_7d) AS cost_7d_usd, usd(c.cost_prev_7d) AS cost_prev_7d_usd,
+       coalesce(c.unpriced_7d, 0) AS unpriced_7d_tokens,
+       coalesce(c.unpriced_prev_7d, 0) AS unpriced_prev_7d_tokens
 FROM agent_runtime r
+CROSS JOIN LATERAL (
+    SELECT sum(u.cost_units) FILTER (WHERE u.date >= d.today - 7) AS cost_7d,
+           sum(u.cost_units) FILTER (WHERE u.date < d.today - 7) AS cost_prev_7d,
+           sum(u.unpriced_tokens) FILTER (WHERE u.date >= d.today - 7) AS unpriced_7d,
+           sum(u.unpriced_tokens) FILTER (WHERE u.date < d.today - 7) AS unpriced_prev_7d
+    FROM (SELECT (now() AT TIME ZONE r.timezone)::date AS today) d
+    JOIN usage_report(usage_since(now(), r.timezone, 14), r.timezone,
+                      p_runtime_id => r.id, p_by_date => true) u ON u.date < d.today
+) c
 WHERE r.workspace_id = %(workspace_id)s
   AND (NOT %(mine)s OR r.owner_id = %(user_id)s)
 ORDER BY r.created_at, r.id;

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import Request
+from fastapi import Request, Response
 
 from usagemeter.auth import Caller, CallerDep, current_workspace
 from usagemeter.db import AConn, Row, many, one, queries
 from usagemeter.issues import issue_for_caller
 from usagemeter.runtimes import runtime_for_caller
-from usagemeter.web import Conn, parse_days, parse_tz, parse_uuid
+from usagemeter.web import Conn, exact_json, parse_days, parse_tz, parse_uuid
 
 Q = queries(__file__)
 
@@ -23,32 +23,32 @@ async def _runtime_report(
     days: str | None,
     tz: str | None,
     default_days: int,
-) -> list[Row]:
+) -> Response:
     rid = parse_uuid(runtime_id, "runtime_id")
     n = parse_days(days, default_days)
     zone = parse_tz(tz)
     runtime = await runtime_for_caller(conn, caller, rid)
     params = {"runtime_id": rid, "days": n, "tz": zone or runtime["timezone"]}
-    return await many(conn, sql, params)
+    return exact_json(await many(conn, sql, params))
 
 
 async def runtime_usage(
     runtime_id: str, caller: CallerDep, conn: Conn, days: str | None = None, tz: str | None = None
-) -> list[Row]:
+) -> Response:
     """Daily tokens per provider and model (default 90 days), in the runtime's zone."""
     return await _runtime_report(conn, caller, runtime_id, Q.runtime_usage, days, tz, 90)
 
 
 async def runtime_usage_by_agent(
     runtime_id: str, caller: CallerDep, conn: Conn, days: str | None = None, tz: str | None = None
-) -> list[Row]:
+) -> Response:
     """Tokens and task counts per agent and model (default 30 days)."""
     return await _runtime_report(conn, caller, runtime_id, Q.runtime_usage_by_agent, days, tz, 30)
 
 
 async def runtime_usage_by_hour(
     runtime_id: str, caller: CallerDep, conn: Conn, days: str | None = None, tz: str | None = None
-) -> list[Row]:
+) -> Response:
     """Tokens and task counts per local hour of day and model (default 30 days)."""
     return await _runtime_report(conn, caller, runtime_id, Q.runtime_usage_by_hour, days, tz, 30)
 
@@ -72,14 +72,15 @@ async def _workspace_report(
     sql: str,
     days: int,
     zone: str | None,
-) -> list[Row]:
+) -> Response:
     tz = zone or caller.timezone or "UTC"
-    return await many(conn, sql, {"workspace_id": workspace_id, "days": days, "tz": tz})
+    params = {"workspace_id": workspace_id, "days": days, "tz": tz}
+    return exact_json(await many(conn, sql, params))
 
 
 async def workspace_daily(
     request: Request, caller: CallerDep, conn: Conn, days: str | None = None, tz: str | None = None
-) -> list[Row]:
+) -> Response:
     """Daily tokens and task counts per model of the whole workspace (default 30 days)."""
     n, zone = parse_days(days, 30), parse_tz(tz)
     ws = await current_workspace(request, caller, conn)
@@ -88,17 +89,17 @@ async def workspace_daily(
 
 async def workspace_summary(
     request: Request, caller: CallerDep, conn: Conn, days: str | None = None, tz: str | None = None
-) -> list[Row]:
+) -> Response:
     """Tokens and task counts per model of the whole workspace, biggest first."""
     n, zone = parse_days(days, 30), parse_tz(tz)
     ws = await current_workspace(request, caller, conn)
     return await _workspace_report(conn, caller, ws.id, Q.workspace_summary, n, zone)
 
 
-async def issue_usage(issue_id: str, caller: CallerDep, conn: Conn) -> Row:
+async def issue_usage(issue_id: str, caller: CallerDep, conn: Conn) -> Response:
     """All-time totals of every task on the issue."""
     iid = parse_uuid(issue_id, "issue_id")
     await issue_for_caller(conn, caller, iid)
     row = await one(conn, Q.issue_usage, {"issue_id": iid})
     assert row is not None  # an aggregate always has one row
-    return row
+    return exact_json(row)

@@ -1,54 +1,36 @@
--- Reports computed straight from task_usage (the raw path).
+-- Usage reports of API.md §3 (the raw path: usage_report reads task_usage).
 -- Every local date and hour is computed in %(tz)s; ordering of text is byte order.
 
 -- name: runtime_usage
--- Daily tokens of one runtime per provider and model.
+-- Daily tokens and cost of one runtime per provider and model.
 SELECT %(runtime_id)s::uuid AS runtime_id,
-       to_char((u.created_at AT TIME ZONE %(tz)s)::date, 'YYYY-MM-DD') AS date,
-       u.provider,
-       u.model,
-       sum(u.input_tokens)::bigint AS input_tokens,
-       sum(u.output_tokens)::bigint AS output_tokens,
-       sum(u.cache_read_tokens)::bigint AS cache_read_tokens,
-       sum(u.cache_write_tokens)::bigint AS cache_write_tokens
-FROM task_usage u
-JOIN agent_task_queue t ON t.id = u.task_id
-WHERE t.runtime_id = %(runtime_id)s
-  AND u.created_at >= usage_since(now(), %(tz)s, %(days)s)
-GROUP BY 2, 3, 4
-ORDER BY date DESC, u.provider COLLATE "C", u.model COLLATE "C";
+       to_char(r.date, 'YYYY-MM-DD') AS date, r.provider, r.model,
+       r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens,
+       usd(r.cost_units) AS cost_usd, r.unpriced_tokens
+FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
+                  p_runtime_id => %(runtime_id)s,
+                  p_by_date => true, p_by_provider => true, p_by_model => true) r
+ORDER BY r.date DESC, r.provider COLLATE "C", r.model COLLATE "C";
 
 -- name: runtime_usage_by_agent
--- Tokens and distinct tasks of one runtime per agent and model.
-SELECT t.agent_id,
-       u.model,
-       sum(u.input_tokens)::bigint AS input_tokens,
-       sum(u.output_tokens)::bigint AS output_tokens,
-       sum(u.cache_read_tokens)::bigint AS cache_read_tokens,
-       sum(u.cache_write_tokens)::bigint AS cache_write_tokens,
-       count(DISTINCT u.task_id) AS task_count
-FROM task_usage u
-JOIN agent_task_queue t ON t.id = u.task_id
-WHERE t.runtime_id = %(runtime_id)s
-  AND u.created_at >= usage_since(now(), %(tz)s, %(days)s)
-GROUP BY t.agent_id, u.model
-ORDER BY t.agent_id, u.model COLLATE "C";
+-- Tokens, distinct tasks and cost of one runtime per agent and model.
+SELECT r.agent_id, r.model,
+       r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens,
+       r.task_count, usd(r.cost_units) AS cost_usd, r.unpriced_tokens
+FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
+                  p_runtime_id => %(runtime_id)s, p_by_agent => true, p_by_model => true,
+                  p_count_tasks => true) r
+ORDER BY r.agent_id, r.model COLLATE "C";
 
 -- name: runtime_usage_by_hour
--- Tokens and distinct tasks of one runtime per local hour of day and model.
-SELECT extract(hour FROM u.created_at AT TIME ZONE %(tz)s)::int AS hour,
-       u.model,
-       sum(u.input_tokens)::bigint AS input_tokens,
-       sum(u.output_tokens)::bigint AS output_tokens,
-       sum(u.cache_read_tokens)::bigint AS cache_read_tokens,
-       sum(u.cache_write_tokens)::bigint AS cache_write_tokens,
-       count(DISTINCT u.task_id) AS task_count
-FROM task_usage u
-JOIN agent_task_queue t ON t.id = u.task_id
-WHERE t.runtime_id = %(runtime_id)s
-  AND u.created_at >= usage_since(now(), %(tz)s, %(days)s)
-GROUP BY 1, 2
-ORDER BY hour, u.model COLLATE "C";
+-- Tokens, distinct tasks and cost of one runtime per local hour of day and model.
+SELECT r.hour, r.model,
+       r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens,
+       r.task_count, usd(r.cost_units) AS cost_usd, r.unpriced_tokens
+FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
+                  p_runtime_id => %(runtime_id)s, p_by_hour => true, p_by_model => true,
+                  p_count_tasks => true) r
+ORDER BY r.hour, r.model COLLATE "C";
 
 -- name: runtime_activity
 -- Started tasks of one runtime per local hour of started_at, all time.
@@ -59,45 +41,38 @@ GROUP BY 1
 ORDER BY 1;
 
 -- name: workspace_daily
--- Daily tokens and distinct tasks of a workspace (the workspace of each task's agent).
-SELECT to_char((u.created_at AT TIME ZONE %(tz)s)::date, 'YYYY-MM-DD') AS date,
-       u.model,
-       sum(u.input_tokens)::bigint AS total_input_tokens,
-       sum(u.output_tokens)::bigint AS total_output_tokens,
-       sum(u.cache_read_tokens)::bigint AS total_cache_read_tokens,
-       sum(u.cache_write_tokens)::bigint AS total_cache_write_tokens,
-       count(DISTINCT u.task_id) AS task_count
-FROM task_usage u
-JOIN agent_task_queue t ON t.id = u.task_id
-JOIN agent a ON a.id = t.agent_id
-WHERE a.workspace_id = %(workspace_id)s
-  AND u.created_at >= usage_since(now(), %(tz)s, %(days)s)
-GROUP BY 1, 2
-ORDER BY date DESC, u.model COLLATE "C";
+-- Daily tokens, distinct tasks and cost of a workspace per model.
+SELECT to_char(r.date, 'YYYY-MM-DD') AS date, r.model,
+       r.input_tokens AS total_input_tokens, r.output_tokens AS total_output_tokens,
+       r.cache_read_tokens AS total_cache_read_tokens,
+       r.cache_write_tokens AS total_cache_write_tokens,
+       r.task_count, usd(r.cost_units) AS cost_usd, r.unpriced_tokens
+FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
+                  p_workspace_id => %(workspace_id)s, p_by_date => true, p_by_model => true,
+                  p_count_tasks => true) r
+ORDER BY r.date DESC, r.model COLLATE "C";
 
 -- name: workspace_summary
--- Tokens and distinct tasks of a workspace per model, biggest first.
-SELECT u.model,
-       sum(u.input_tokens)::bigint AS total_input_tokens,
-       sum(u.output_tokens)::bigint AS total_output_tokens,
-       sum(u.cache_read_tokens)::bigint AS total_cache_read_tokens,
-       sum(u.cache_write_tokens)::bigint AS total_cache_write_tokens,
-       count(DISTINCT u.task_id) AS task_count
-FROM task_usage u
-JOIN agent_task_queue t ON t.id = u.task_id
-JOIN agent a ON a.id = t.agent_id
-WHERE a.workspace_id = %(workspace_id)s
-  AND u.created_at >= usage_since(now(), %(tz)s, %(days)s)
-GROUP BY u.model
-ORDER BY sum(u.input_tokens) + sum(u.output_tokens) DESC, u.model COLLATE "C";
+-- Tokens, distinct tasks and cost of a workspace per model, biggest first.
+SELECT r.model,
+       r.input_tokens AS total_input_tokens, r.output_tokens AS total_output_tokens,
+       r.cache_read_tokens AS total_cache_read_tokens,
+       r.cache_write_tokens AS total_cache_write_tokens,
+       r.task_count, usd(r.cost_units) AS cost_usd, r.unpriced_tokens
+FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
+                  p_workspace_id => %(workspace_id)s, p_by_model => true,
+                  p_count_tasks => true) r
+ORDER BY r.input_tokens + r.output_tokens DESC, r.model COLLATE "C";
 
 -- name: issue_usage
--- All-time tokens and distinct tasks of every task on the issue.
-SELECT coalesce(sum(u.input_tokens), 0)::bigint AS total_input_tokens,
-       coalesce(sum(u.output_tokens), 0)::bigint AS total_output_tokens,
-       coalesce(sum(u.cache_read_tokens), 0)::bigint AS total_cache_read_tokens,
-       coalesce(sum(u.cache_write_tokens), 0)::bigint AS total_cache_write_tokens,
-       count(DISTINCT u.task_id) AS task_count
-FROM agent_task_queue t
-JOIN task_usage u ON u.task_id = t.id
-WHERE t.issue_id = %(issue_id)s;
+-- All-time tokens, distinct tasks and cost of every task on the issue.
+SELECT coalesce(r.input_tokens, 0) AS total_input_tokens,
+       coalesce(r.output_tokens, 0) AS total_output_tokens,
+       coalesce(r.cache_read_tokens, 0) AS total_cache_read_tokens,
+       coalesce(r.cache_write_tokens, 0) AS total_cache_write_tokens,
+       coalesce(r.task_count, 0) AS task_count,
+       usd(r.cost_units) AS cost_usd,
+       coalesce(r.unpriced_tokens, 0) AS unpriced_tokens
+FROM (SELECT) one
+LEFT JOIN usage_report('-infinity', 'UTC', p_issue_id => %(issue_id)s,
+                       p_count_tasks => true) r ON true;

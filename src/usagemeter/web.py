@@ -6,12 +6,15 @@ import json
 import re
 import zoneinfo
 from collections.abc import AsyncIterator
+from decimal import Decimal
+from math import isfinite
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
+import simplejson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
@@ -87,13 +90,40 @@ M = TypeVar("M", bound=BaseModel)
 
 
 async def parse_model(request: Request, model: type[M]) -> M:
-    """The JSON body validated against a model, or 400 naming the first bad field."""
-    raw = await read_json(request, "invalid request body")
+    """The JSON body validated against a model (JSON rules: dates are strings), or a 400
+    naming the first bad field."""
+    await read_json(request, "invalid request body")
     try:
-        return model.model_validate(raw)
+        return model.model_validate_json(await request.body())
     except ValidationError as e:
         field = ".".join(str(p) for p in e.errors()[0]["loc"])
         raise bad_request(f"invalid request body: {field or 'body'} is invalid") from None
+
+
+def exact_number(value: Any) -> Decimal:
+    """A JSON number as the decimal the client wrote. JSON parsers read numbers as doubles,
+    whose repr gives back the very digits written when there are at most 15 of them.
+    (A Decimal comes from Python callers, never from a JSON body.)"""
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or not isfinite(value):
+        raise ValueError("not a number")
+    number = Decimal(repr(value))
+    if len(number.as_tuple().digits) > 15:
+        raise ValueError("more than 15 significant digits")
+    return number
+
+
+def _exact(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return simplejson.RawJSON(format(value, "f"))
+    return str(value)  # UUIDs
+
+
+def exact_json(content: Any) -> Response:
+    """A JSON response that writes decimals (money) digit for digit, never via a float."""
+    body = simplejson.dumps(content, default=_exact, separators=(",", ":"))
+    return Response(body, media_type="application/json")
 
 
 def error_response(status: int, message: str) -> JSONResponse:
