@@ -28,20 +28,19 @@ LANGUAGE sql STABLE AS $$
     WITH usage AS (
         SELECT u.task_id, u.provider AS usage_provider, u.model AS usage_model, u.cost_usd,
                u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens,
-               a.workspace_id, utc_day(u.created_at) AS day,
+               u.workspace_id, utc_day(u.created_at) AS day,
                CASE WHEN p_by_date THEN (u.created_at AT TIME ZONE p_tz)::date END AS date,
                CASE WHEN p_by_hour THEN extract(hour FROM u.created_at AT TIME ZONE p_tz)::int
                END AS hour,
-               CASE WHEN p_by_agent THEN t.agent_id END AS agent_id,
+               CASE WHEN p_by_agent THEN u.agent_id END AS agent_id,
                CASE WHEN p_by_provider THEN u.provider END AS provider,
                CASE WHEN p_by_model THEN u.model END AS model
         FROM task_usage u
-        JOIN agent_task_queue t ON t.id = u.task_id
-        JOIN agent a ON a.id = t.agent_id
         WHERE u.created_at >= p_since
-          AND (p_runtime_id IS NULL OR t.runtime_id = p_runtime_id)
-          AND (p_workspace_id IS NULL OR a.workspace_id = p_workspace_id)
-          AND (p_issue_id IS NULL OR t.issue_id = p_issue_id)
+          AND (p_runtime_id IS NULL OR u.runtime_id = p_runtime_id)
+          AND (p_workspace_id IS NULL OR u.workspace_id = p_workspace_id)
+          AND (p_issue_id IS NULL OR u.task_id IN (SELECT t.id FROM agent_task_queue t
+                                                   WHERE t.issue_id = p_issue_id))
     ), cell AS (
         SELECT r.date, r.hour, r.agent_id, r.provider, r.model,
                r.workspace_id, r.usage_provider, r.usage_model, r.day,
