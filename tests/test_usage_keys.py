@@ -16,20 +16,28 @@ def keys(world: World) -> list[Any]:
     ).fetchall()
 
 
-def test_keys_are_filled_and_client_values_replaced(world: World) -> None:
+def test_keys_are_filled_and_wrong_ones_refused(world: World) -> None:
     ws = world.workspace()
     rt = world.runtime(ws)
     agent = world.agent(ws, rt)
     task = world.task(agent, rt)
     world.usage(task, model="a")
-    other = world.workspace("other")
     world.db.execute(
         "INSERT INTO task_usage (task_id, model, workspace_id, runtime_id, agent_id)"
         " VALUES (%s, 'b', %s, %s, %s)",
-        (task, other, other, other),
+        (task, ws, rt, agent),
     )
-    world.db.execute("UPDATE task_usage SET workspace_id = %s, agent_id = NULL", (other,))
     key = {"workspace_id": ws, "runtime_id": rt, "agent_id": agent}
+    assert keys(world) == [key, key]
+    other = world.workspace("other")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        world.db.execute(
+            "INSERT INTO task_usage (task_id, model, workspace_id, runtime_id, agent_id)"
+            " VALUES (%s, 'c', %s, %s, %s)",
+            (task, other, rt, agent),
+        )
+    with pytest.raises(psycopg.errors.CheckViolation):
+        world.db.execute("UPDATE task_usage SET runtime_id = %s WHERE model = 'a'", (other,))
     assert keys(world) == [key, key]
 
 

@@ -125,6 +125,7 @@ async def write_usage(
         async with conn.cursor().copy(Q.copy_staging) as copy:
             for row in _rows(task_ids, entries):
                 await copy.write_row(row)
+        await conn.execute(Q.lock_tasks)
         bad = await one(conn, Q.first_foreign_entry, {"workspace_id": workspace_id})
         if bad is not None:
             raise bad_request(f"invalid usage entry {bad['ord']}: task not found")

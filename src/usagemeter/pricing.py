@@ -6,7 +6,7 @@ them for their workspace. Lookup rules live in SQL (price_segments, migration 00
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
@@ -20,6 +20,7 @@ from usagemeter.db import AConn, Row, many, one, queries
 from usagemeter.web import (
     ApiError,
     Conn,
+    bad_request,
     exact_json,
     exact_number,
     not_found,
@@ -53,7 +54,6 @@ class PriceIn(BaseModel):
             **self.model_dump(),
             "workspace_id": workspace_id,
             "provider": self.provider or None,
-            "effective_from": self.effective_from or datetime.now(UTC).date(),
         }
 
 
@@ -83,7 +83,7 @@ async def effective_prices(
 ) -> Response:
     """The prices that apply to a model (and provider) in the workspace, by UTC date range."""
     if not model:
-        raise ApiError(400, "model is required")
+        raise bad_request("model is required")
     ws = await current_workspace(request, caller, conn)
     params = {"workspace_id": ws.id, "provider": provider, "model": model}
     return exact_json(await many(conn, Q.effective_prices, params))

@@ -19,10 +19,12 @@ ORDER BY p.model COLLATE "C", p.provider COLLATE "C" NULLS FIRST, p.workspace_id
          p.effective_from;
 
 -- name: set_price
--- Create or replace the entry of (workspace, provider, model, effective_from).
+-- Create or replace the entry of (workspace, provider, model, effective_from); the date
+-- defaults to today (UTC).
 INSERT INTO model_price (workspace_id, provider, model, effective_from, input_per_mtok,
                          output_per_mtok, cache_read_per_mtok, cache_write_per_mtok)
-VALUES (%(workspace_id)s, %(provider)s, %(model)s, %(effective_from)s, %(input_per_mtok)s,
+VALUES (%(workspace_id)s, %(provider)s, %(model)s,
+        coalesce(%(effective_from)s::date, utc_day(now())), %(input_per_mtok)s,
         %(output_per_mtok)s, %(cache_read_per_mtok)s, %(cache_write_per_mtok)s)
 ON CONFLICT ON CONSTRAINT model_price_key DO UPDATE
 SET input_per_mtok = excluded.input_per_mtok,
