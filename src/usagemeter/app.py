@@ -94,6 +94,7 @@ def create_app(cfg: Config, database_url: str) -> FastAPI:
 
     app = FastAPI(title="usagemeter", version=__version__, lifespan=lifespan)
     app.state.config = cfg
+    app.state.zones = set()  # zones this process has registered with the rollup
     install_error_handlers(app)
     app.middleware("http")(metrics.measure)
     for method, path, handler in ROUTES:

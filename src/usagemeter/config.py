@@ -40,7 +40,25 @@ SETTINGS: tuple[Setting, ...] = (
         "100000",
         "Most usage entries accepted by one POST /api/usage/batch request.",
     ),
+    Setting(
+        "USAGE_DAILY_ROLLUP_ENABLED",
+        "true",
+        "Serve usage reports from the rollup (`false`: scan task_usage; same answers).",
+    ),
+    Setting(
+        "USAGEMETER_TICK_SECONDS",
+        "2",
+        "How often `usagemeter serve` folds queued usage changes into the rollup (0: never).",
+    ),
 )
+
+
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
 
 
 @dataclass(frozen=True)
@@ -51,6 +69,8 @@ class Config:
     port: int
     pool_size: int
     batch_max: int
+    rollup_enabled: bool
+    tick_seconds: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -65,6 +85,8 @@ class Config:
                 port=int(v["USAGEMETER_PORT"]),
                 pool_size=int(v["USAGEMETER_POOL_SIZE"]),
                 batch_max=int(v["USAGEMETER_BATCH_MAX"]),
+                rollup_enabled=_flag(v["USAGE_DAILY_ROLLUP_ENABLED"]),
+                tick_seconds=float(v["USAGEMETER_TICK_SECONDS"]),
             )
         except ValueError as e:
             raise SystemExit(f"invalid setting: {e}") from e

@@ -12,6 +12,7 @@ from usagemeter.db import AConn, Row, many, one, queries
 from usagemeter.web import (
     ApiError,
     Conn,
+    Rollup,
     bad_request,
     exact_json,
     is_zone,
@@ -34,14 +35,19 @@ def _may_edit(runtime: Row, caller: Caller) -> bool:
 
 
 async def list_runtimes(
-    request: Request, caller: CallerDep, conn: Conn, owner: str | None = None
+    request: Request, caller: CallerDep, conn: Conn, rollup: Rollup, owner: str | None = None
 ) -> Response:
     """The workspace's runtimes (created_at ascending) with their cost of the last 7 local
     days and the 7 before; `?owner=me` keeps the caller's."""
     if owner not in (None, "", "me"):
         raise bad_request("invalid owner")
     ws = await current_workspace(request, caller, conn)
-    params = {"workspace_id": ws.id, "mine": owner == "me", "user_id": caller.user_id}
+    params = {
+        "workspace_id": ws.id,
+        "mine": owner == "me",
+        "user_id": caller.user_id,
+        "rollup": rollup,
+    }
     rows = await many(conn, Q.list_runtimes, params)
     return exact_json([{**r.pop("runtime"), **r} for r in rows])
 

@@ -20,7 +20,8 @@ CROSS JOIN LATERAL (
            sum(u.unpriced_tokens) FILTER (WHERE u.date < d.today - 7) AS unpriced_prev_7d
     FROM (SELECT (now() AT TIME ZONE r.timezone)::date AS today) d
     JOIN usage_report(usage_since(now(), r.timezone, 14), r.timezone,
-                      p_runtime_id => r.id, p_by_date => true) u ON u.date < d.today
+                      p_runtime_id => r.id, p_by_date => true,
+                      p_rollup => %(rollup)s) u ON u.date < d.today
 ) c
 WHERE r.workspace_id = %(workspace_id)s
   AND (NOT %(mine)s OR r.owner_id = %(user_id)s)

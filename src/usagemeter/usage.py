@@ -10,12 +10,22 @@ from usagemeter.auth import Caller, CallerDep, current_workspace
 from usagemeter.db import AConn, Row, many, one, queries
 from usagemeter.issues import issue_for_caller
 from usagemeter.runtimes import runtime_for_caller
-from usagemeter.web import Conn, exact_json, parse_days, parse_tz, parse_uuid
+from usagemeter.web import Conn, Rollup, exact_json, parse_days, parse_tz, parse_uuid
 
 Q = queries(__file__)
 
 
+async def _zone(request: Request, conn: AConn, zone: str | None) -> None:
+    """Have the rollup cut days in a zone asked for by name (once per process): the first
+    reads in a new zone are exact but slower, until a tick has built its offsets."""
+    known: set[str] = request.app.state.zones
+    if zone is not None and zone not in known:
+        await conn.execute(Q.register_zone, {"tz": zone})
+        known.add(zone)
+
+
 async def _runtime_report(
+    request: Request,
     conn: AConn,
     caller: Caller,
     runtime_id: str,
@@ -23,34 +33,60 @@ async def _runtime_report(
     days: str | None,
     tz: str | None,
     default_days: int,
+    rollup: bool,
 ) -> Response:
     rid = parse_uuid(runtime_id, "runtime_id")
     n = parse_days(days, default_days)
     zone = parse_tz(tz)
     runtime = await runtime_for_caller(conn, caller, rid)
-    params = {"runtime_id": rid, "days": n, "tz": zone or runtime["timezone"]}
+    await _zone(request, conn, zone)
+    params = {"runtime_id": rid, "days": n, "tz": zone or runtime["timezone"], "rollup": rollup}
     return exact_json(await many(conn, sql, params))
 
 
 async def runtime_usage(
-    runtime_id: str, caller: CallerDep, conn: Conn, days: str | None = None, tz: str | None = None
+    runtime_id: str,
+    request: Request,
+    caller: CallerDep,
+    conn: Conn,
+    rollup: Rollup,
+    days: str | None = None,
+    tz: str | None = None,
 ) -> Response:
     """Daily tokens per provider and model (default 90 days), in the runtime's zone."""
-    return await _runtime_report(conn, caller, runtime_id, Q.runtime_usage, days, tz, 90)
+    return await _runtime_report(
+        request, conn, caller, runtime_id, Q.runtime_usage, days, tz, 90, rollup
+    )
 
 
 async def runtime_usage_by_agent(
-    runtime_id: str, caller: CallerDep, conn: Conn, days: str | None = None, tz: str | None = None
+    runtime_id: str,
+    request: Request,
+    caller: CallerDep,
+    conn: Conn,
+    rollup: Rollup,
+    days: str | None = None,
+    tz: str | None = None,
 ) -> Response:
     """Tokens and task counts per agent and model (default 30 days)."""
-    return await _runtime_report(conn, caller, runtime_id, Q.runtime_usage_by_agent, days, tz, 30)
+    return await _runtime_report(
+        request, conn, caller, runtime_id, Q.runtime_usage_by_agent, days, tz, 30, rollup
+    )
 
 
 async def runtime_usage_by_hour(
-    runtime_id: str, caller: CallerDep, conn: Conn, days: str | None = None, tz: str | None = None
+    runtime_id: str,
+    request: Request,
+    caller: CallerDep,
+    conn: Conn,
+    rollup: Rollup,
+    days: str | None = None,
+    tz: str | None = None,
 ) -> Response:
     """Tokens and task counts per local hour of day and model (default 30 days)."""
-    return await _runtime_report(conn, caller, runtime_id, Q.runtime_usage_by_hour, days, tz, 30)
+    return await _runtime_report(
+        request, conn, caller, runtime_id, Q.runtime_usage_by_hour, days, tz, 30, rollup
+    )
 
 
 async def runtime_activity(
@@ -66,34 +102,49 @@ async def runtime_activity(
 
 
 async def _workspace_report(
+    request: Request,
     conn: AConn,
     caller: Caller,
     workspace_id: UUID,
     sql: str,
     days: int,
     zone: str | None,
+    rollup: bool,
 ) -> Response:
+    await _zone(request, conn, zone)
     tz = zone or caller.timezone or "UTC"
-    params = {"workspace_id": workspace_id, "days": days, "tz": tz}
+    params = {"workspace_id": workspace_id, "days": days, "tz": tz, "rollup": rollup}
     return exact_json(await many(conn, sql, params))
 
 
 async def workspace_daily(
-    request: Request, caller: CallerDep, conn: Conn, days: str | None = None, tz: str | None = None
+    request: Request,
+    caller: CallerDep,
+    conn: Conn,
+    rollup: Rollup,
+    days: str | None = None,
+    tz: str | None = None,
 ) -> Response:
     """Daily tokens and task counts per model of the whole workspace (default 30 days)."""
     n, zone = parse_days(days, 30), parse_tz(tz)
     ws = await current_workspace(request, caller, conn)
-    return await _workspace_report(conn, caller, ws.id, Q.workspace_daily, n, zone)
+    return await _workspace_report(request, conn, caller, ws.id, Q.workspace_daily, n, zone, rollup)
 
 
 async def workspace_summary(
-    request: Request, caller: CallerDep, conn: Conn, days: str | None = None, tz: str | None = None
+    request: Request,
+    caller: CallerDep,
+    conn: Conn,
+    rollup: Rollup,
+    days: str | None = None,
+    tz: str | None = None,
 ) -> Response:
     """Tokens and task counts per model of the whole workspace, biggest first."""
     n, zone = parse_days(days, 30), parse_tz(tz)
     ws = await current_workspace(request, caller, conn)
-    return await _workspace_report(conn, caller, ws.id, Q.workspace_summary, n, zone)
+    return await _workspace_report(
+        request, conn, caller, ws.id, Q.workspace_summary, n, zone, rollup
+    )
 
 
 async def issue_usage(issue_id: str, caller: CallerDep, conn: Conn) -> Response:

@@ -1,4 +1,6 @@
--- Usage reports of API.md §3 (the raw path: usage_report reads task_usage).
+-- Usage reports of API.md §3, from usage_report: the rollup when `rollup` is true, else raw.
+-- Hours of day and issues have no buckets (segments are whole parts of days), so those two
+-- read task_usage through its indexes either way.
 -- Every local date and hour is computed in %(tz)s; ordering of text is byte order.
 
 -- name: runtime_usage
@@ -9,7 +11,8 @@ SELECT %(runtime_id)s::uuid AS runtime_id,
        usd(r.cost_units) AS cost_usd, r.unpriced_tokens
 FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
                   p_runtime_id => %(runtime_id)s,
-                  p_by_date => true, p_by_provider => true, p_by_model => true) r
+                  p_by_date => true, p_by_provider => true, p_by_model => true,
+                  p_rollup => %(rollup)s) r
 ORDER BY r.date DESC, r.provider COLLATE "C", r.model COLLATE "C";
 
 -- name: runtime_usage_by_agent
@@ -19,7 +22,7 @@ SELECT r.agent_id, r.model,
        r.task_count, usd(r.cost_units) AS cost_usd, r.unpriced_tokens
 FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
                   p_runtime_id => %(runtime_id)s, p_by_agent => true, p_by_model => true,
-                  p_count_tasks => true) r
+                  p_count_tasks => true, p_rollup => %(rollup)s) r
 ORDER BY r.agent_id, r.model COLLATE "C";
 
 -- name: runtime_usage_by_hour
@@ -49,7 +52,7 @@ SELECT to_char(r.date, 'YYYY-MM-DD') AS date, r.model,
        r.task_count, usd(r.cost_units) AS cost_usd, r.unpriced_tokens
 FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
                   p_workspace_id => %(workspace_id)s, p_by_date => true, p_by_model => true,
-                  p_count_tasks => true) r
+                  p_count_tasks => true, p_rollup => %(rollup)s) r
 ORDER BY r.date DESC, r.model COLLATE "C";
 
 -- name: workspace_summary
@@ -61,7 +64,7 @@ SELECT r.model,
        r.task_count, usd(r.cost_units) AS cost_usd, r.unpriced_tokens
 FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
                   p_workspace_id => %(workspace_id)s, p_by_model => true,
-                  p_count_tasks => true) r
+                  p_count_tasks => true, p_rollup => %(rollup)s) r
 ORDER BY r.input_tokens + r.output_tokens DESC, r.model COLLATE "C";
 
 -- name: issue_usage
@@ -76,3 +79,6 @@ SELECT coalesce(r.input_tokens, 0) AS total_input_tokens,
 FROM (SELECT) one
 LEFT JOIN usage_report('-infinity', 'UTC', p_issue_id => %(issue_id)s,
                        p_count_tasks => true) r ON true;
+
+-- name: register_zone
+SELECT register_zone(%(tz)s);

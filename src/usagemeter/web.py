@@ -161,3 +161,11 @@ async def connection(request: Request) -> AsyncIterator[AConn]:
 
 
 Conn = Annotated[AConn, Depends(connection)]
+
+
+def rollup_enabled(request: Request) -> bool:
+    """Whether reports read the rollup (USAGE_DAILY_ROLLUP_ENABLED)."""
+    return bool(request.app.state.config.rollup_enabled)
+
+
+Rollup = Annotated[bool, Depends(rollup_enabled)]
