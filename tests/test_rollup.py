@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import random
+import threading
+import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
+from typer.testing import CliRunner
 
 from tests.conftest import World
-from usagemeter import runtimes, usage
+from usagemeter import rollup, runtimes, usage
+from usagemeter.app import create_app
+from usagemeter.cli import app
+from usagemeter.config import Config
 from usagemeter.db import Row
 
 ZONES = ["Asia/Kolkata", "Asia/Kathmandu", "Pacific/Chatham", "America/New_York", "UTC"]
@@ -95,6 +104,13 @@ class Scene:
                 "UPDATE agent SET workspace_id = %s WHERE id = %s",
                 (self.workspaces[ws], self.agents[agent]),
             )
+        elif kind == "start":
+            task, q, jit = a
+            at = self.midnight + timedelta(minutes=15 * q, microseconds=jit)
+            self.exec(
+                "UPDATE agent_task_queue SET started_at = %s WHERE id = %s",
+                (at if q % 5 else None, self.tasks[task]),
+            )
         elif kind == "drop_task":
             self.exec("DELETE FROM agent_task_queue WHERE id = %s", (self.tasks[a[0]],))
         elif kind == "drop_issue":
@@ -141,6 +157,7 @@ class Scene:
                 p = {"runtime_id": rid, "days": days, "tz": tz, "rollup": rollup}
                 out.append(self.conn.execute(usage.Q.runtime_usage, p).fetchall())
                 out.append(self.conn.execute(usage.Q.runtime_usage_by_agent, p).fetchall())
+                out.append(self.conn.execute(usage.Q.runtime_activity, p).fetchall())
         for ws in self.workspaces:
             p = {"workspace_id": ws, "days": days, "tz": zone, "rollup": rollup}
             out.append(self.conn.execute(usage.Q.workspace_daily, p).fetchall())
@@ -183,6 +200,7 @@ STEPS: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
     # The same task and model under both providers.
     "use2": use2,
     "tick": st.tuples(st.just("tick"), st.sampled_from([1, 2, 1000, 1000])),
+    "start": st.tuples(st.just("start"), index, quarter, jitter),
     "drop_usage": st.tuples(st.just("drop_usage"), index, st.integers(0, 1), st.integers(0, 2)),
     "move_task": st.tuples(st.just("move_task"), index, st.integers(0, 3)),
     "move_agent": st.tuples(st.just("move_agent"), st.integers(0, 3), st.integers(0, 1)),
@@ -249,3 +267,247 @@ def test_rollup_equals_raw_after_every_step(
         assert left == {"n": 0}
     finally:
         tx.rollback()
+
+
+def _runtime_report(conn: psycopg.Connection[Row], rid: Any, rollup: bool) -> list[Row]:
+    p = {"runtime_id": rid, "days": 30, "tz": "Asia/Kolkata", "rollup": rollup}
+    return conn.execute(usage.Q.runtime_usage, p).fetchall()
+
+
+def test_reads_take_segments_until_a_change_queues_their_day(
+    world: World, db: psycopg.Connection[Row], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = world.workspace()
+    rid = world.runtime(ws, tz="Asia/Kolkata")
+    task = world.task(world.agent(ws, rid), rid)
+    at = world.today_utc() - timedelta(days=2)
+    world.usage(task, at=at + timedelta(hours=20), tokens=(100, 0, 0, 0))
+    world.usage(task, model="gpt-5", at=at + timedelta(hours=3), tokens=(7, 0, 0, 0))
+    rollup.drain(db)
+    raw = _runtime_report(db, rid, False)
+    assert _runtime_report(db, rid, True) == raw and len(raw) == 2
+    # Tamper with the segments: the rollup path reads them, the raw path does not.
+    db.execute("UPDATE usage_rollup SET input_tokens = input_tokens + 1")
+    tampered = _runtime_report(db, rid, True)
+    assert [r["input_tokens"] for r in tampered] == [101, 8]
+    # A change queues its day: that day is read raw again at once, no tick needed.
+    world.usage(task, at=at + timedelta(hours=20), tokens=(100, 0, 0, 0))
+    assert [r["input_tokens"] for r in _runtime_report(db, rid, True)] == [100, 7]
+    # Backfill rebuilds from task_usage, idempotently.
+    rollup.drain(db)
+    db.execute("UPDATE usage_rollup SET input_tokens = input_tokens + 1")
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    for _ in range(2):
+        r = CliRunner().invoke(app, ["backfill", "--from", str(at.date()), "--to", str(at.date())])
+        assert r.exit_code == 0 and "rebuilt 1 runtime days" in r.output, r.output
+        assert _runtime_report(db, rid, True) == raw
+    r = CliRunner().invoke(app, ["backfill", "--from", "2026-02-02", "--to", "2026-02-01"])
+    assert r.exit_code == 2
+
+
+def test_a_new_zone_is_read_raw_until_its_offsets_are_built(
+    world: World, db: psycopg.Connection[Row]
+) -> None:
+    ws = world.workspace()
+    rid = world.runtime(ws, tz="UTC")
+    task = world.task(world.agent(ws, rid), rid)
+    world.usage(task, at=world.today_utc() - timedelta(minutes=10))
+    rollup.drain(db)
+
+    def covered() -> bool:
+        row = db.execute(
+            "SELECT rollup_end('Asia/Kathmandu', usage_since(now(), 'Asia/Kathmandu', 7), true)"
+            " > usage_since(now(), 'Asia/Kathmandu', 7) AS covered"
+        ).fetchone()
+        return bool(row and row["covered"])
+
+    assert not covered()
+    db.execute("SELECT register_zone('Asia/Kathmandu')")
+    assert not covered()
+    assert rollup.tick(db) is not None and not covered()  # the round starts
+    rollup.drain(db)
+    assert covered()
+    segment = db.execute("SELECT seg_start FROM usage_rollup").fetchall()
+    # 23:50 UTC lies after the +05:45 cut (18:15 UTC), so that is where its segment starts.
+    assert [s["seg_start"] for s in segment] == [world.today_utc() - timedelta(hours=5, minutes=45)]
+
+
+def test_cli_rollup_status_and_metrics(
+    world: World, db_url: str, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    ws = world.workspace()
+    rid = world.runtime(ws)
+    task = world.task(world.agent(ws, rid), rid)
+    world.usage(task)
+    world.usage(task, model="gpt-5")
+    text = client.get("/metrics").text
+    assert "usagemeter_rollup_queue_depth 2.0" in text
+    r = CliRunner().invoke(app, ["status"])
+    assert r.exit_code == 0 and "rollup queue" in r.output and "2 changes" in r.output, r.output
+    r = CliRunner().invoke(app, ["rollup"])
+    assert r.exit_code == 0 and "rollup up to date" in r.output, r.output
+    text = client.get("/metrics").text
+    assert "usagemeter_rollup_queue_depth 0.0" in text
+    assert "usagemeter_rollup_last_tick_timestamp_seconds" in text
+    r = CliRunner().invoke(app, ["status"])
+    assert "0 changes" in r.output and "never" not in r.output, r.output
+
+
+def test_serve_ticks_in_the_background(config: Config, db_url: str, world: World) -> None:
+    ws = world.workspace()
+    rid = world.runtime(ws)
+    task = world.task(world.agent(ws, rid), rid)
+    world.usage(task)
+    fast = dataclasses.replace(config, tick_seconds=0.05)
+    with TestClient(create_app(fast, db_url)):
+        deadline = time.monotonic() + 10
+        while rollup.health(world.db)["queue_depth"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert rollup.health(world.db)["queue_depth"] == 0
+    assert world.db.execute("SELECT sum(rows) AS n FROM usage_rollup").fetchone() == {"n": 1}
+
+
+def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
+    world: World, db: psycopg.Connection[Row], db_url: str
+) -> None:
+    ws = world.workspace()
+    rts = [world.runtime(ws, tz=z) for z in ("Asia/Kolkata", "America/New_York", "Pacific/Chatham")]
+    agents = [world.agent(ws, rts[i % 3]) for i in range(6)]
+    tasks = [world.task(agents[i % 6], rts[i % 3]) for i in range(40)]
+    rollup.drain(db)
+    midnight = world.today_utc()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    compared = [0]
+
+    def worker(body: Any) -> None:
+        with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
+            conn.execute("SET TimeZone = 'UTC'")
+            rnd = random.Random(threading.get_ident())
+            while not stop.is_set():
+                try:
+                    body(conn, rnd)
+                except psycopg.errors.DeadlockDetected:
+                    pass  # rolled back whole: nothing written, nothing queued
+                except BaseException as e:
+                    errors.append(e)
+                    return
+
+    def write(conn: psycopg.Connection[Row], rnd: random.Random) -> None:
+        picked = sorted(rnd.sample(tasks, 3))
+        with conn.transaction():
+            # As ingest does: hold the tasks so that a move waits for this commit.
+            conn.execute(
+                "SELECT 1 FROM agent_task_queue WHERE id = ANY(%s) ORDER BY id FOR SHARE",
+                (picked,),
+            )
+            for t in picked:
+                at = midnight - timedelta(minutes=15 * rnd.randrange(-96, 96 * 20))
+                if rnd.random() < 0.2:
+                    conn.execute(
+                        "DELETE FROM task_usage WHERE task_id = %s AND provider = %s",
+                        (t, rnd.choice(PROVIDERS)),
+                    )
+                    continue
+                conn.execute(
+                    "INSERT INTO task_usage (task_id, provider, model, input_tokens, created_at)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (task_id, provider, model)"
+                    " DO UPDATE SET input_tokens = excluded.input_tokens",
+                    (t, rnd.choice(PROVIDERS), rnd.choice(MODELS), rnd.randrange(1000), at),
+                )
+
+    def move(conn: psycopg.Connection[Row], rnd: random.Random) -> None:
+        conn.execute(
+            "UPDATE agent_task_queue t SET agent_id = a.id, runtime_id = a.runtime_id"
+            " FROM agent a WHERE a.id = %s AND t.id = %s",
+            (rnd.choice(agents), rnd.choice(tasks)),
+        )
+        time.sleep(0.01)
+
+    def start(conn: psycopg.Connection[Row], rnd: random.Random) -> None:
+        conn.execute(
+            "UPDATE agent_task_queue SET started_at = now() - %s * interval '17 minutes'"
+            " WHERE id = %s",
+            (rnd.randrange(500), rnd.choice(tasks)),
+        )
+
+    def tick(conn: psycopg.Connection[Row], rnd: random.Random) -> None:
+        rollup.tick(conn, rnd.choice([1, 5, 100]))
+
+    def check(conn: psycopg.Connection[Row], rnd: random.Random) -> None:
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            for rid in rts:
+                for tz in ("Asia/Kolkata", "America/New_York"):
+                    p = {"runtime_id": rid, "days": 7, "tz": tz}
+                    for q in (
+                        usage.Q.runtime_usage,
+                        usage.Q.runtime_usage_by_agent,
+                        usage.Q.runtime_activity,
+                    ):
+                        a = conn.execute(q, {**p, "rollup": True}).fetchall()
+                        b = conn.execute(q, {**p, "rollup": False}).fetchall()
+                        assert a == b
+            p = {"workspace_id": ws, "days": 7, "tz": rnd.choice(ZONES)}
+            a = conn.execute(usage.Q.workspace_daily, {**p, "rollup": True}).fetchall()
+            assert a == conn.execute(usage.Q.workspace_daily, {**p, "rollup": False}).fetchall()
+        compared[0] += 1
+
+    bodies = [write, write, write, move, start, tick, tick, check]
+    threads = [threading.Thread(target=worker, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    time.sleep(4)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert compared[0] > 3
+    rollup.drain(db)
+    wrong = db.execute(
+        "SELECT count(*) AS n FROM task_usage u JOIN agent_task_queue t ON t.id = u.task_id"
+        " WHERE (u.runtime_id, u.agent_id) <> (t.runtime_id, t.agent_id)"
+    ).fetchone()
+    assert wrong == {"n": 0}
+    # Every segment equals a recompute from scratch: no change was lost or counted twice.
+    seg = "SELECT * FROM usage_rollup ORDER BY runtime_id, seg_start, agent_id, provider, model"
+    before = db.execute(seg).fetchall()
+    assert (
+        sum(r["rows"] for r in before)
+        == db.execute("SELECT count(*) AS n FROM task_usage").fetchone()["n"]
+    )  # type: ignore[index]
+    rollup.recompute(db, rollup.backfill_keys(db, date(1, 1, 1), date(9999, 12, 30)))
+    assert db.execute(seg).fetchall() == before
+
+
+def test_activity_of_a_zone_built_while_changes_are_queued(
+    world: World, db: psycopg.Connection[Row]
+) -> None:
+    ws = world.workspace()
+    rid = world.runtime(ws)
+    agent = world.agent(ws, rid)
+    for minutes in (0, 30, 600):
+        world.task(agent, rid, started_at=world.today_utc() + timedelta(minutes=minutes))
+    p = {"runtime_id": rid, "tz": "Asia/Kathmandu"}
+
+    def activity(rollup_path: bool) -> list[Row]:
+        return db.execute(usage.Q.runtime_activity, {**p, "rollup": rollup_path}).fetchall()
+
+    db.execute("SELECT register_zone('Asia/Kathmandu')")
+    rollup.tick(db, 1)  # folds one start, builds the zone with the other two still queued
+    assert db.execute(
+        "SELECT state FROM activity_zone WHERE zone = 'Asia/Kathmandu'"
+    ).fetchone() == {"state": "ready"}
+    assert (
+        activity(True)
+        == activity(False)
+        == [
+            {"hour": 5, "count": 1},
+            {"hour": 6, "count": 1},
+            {"hour": 15, "count": 1},
+        ]
+    )
+    rollup.drain(db)
+    assert db.execute("SELECT count(*) AS n FROM activity_dirty").fetchone() == {"n": 0}
+    assert activity(True) == activity(False)

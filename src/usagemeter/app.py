@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +25,7 @@ from usagemeter import (
 )
 from usagemeter.config import Config
 from usagemeter.db import make_pool
+from usagemeter.rollup import tick_loop
 from usagemeter.web import install_error_handlers
 
 
@@ -87,9 +90,14 @@ def create_app(cfg: Config, database_url: str) -> FastAPI:
         pool = make_pool(database_url, cfg.pool_size)
         await pool.open(wait=True)
         app.state.pool = pool
+        ticks = asyncio.create_task(tick_loop(pool, cfg.tick_seconds)) if cfg.tick_seconds else None
         try:
             yield
         finally:
+            if ticks:
+                ticks.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticks
             await pool.close()
 
     app = FastAPI(title="usagemeter", version=__version__, lifespan=lifespan)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from datetime import date
+import time
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 from uuid import UUID
@@ -12,10 +13,11 @@ import psycopg
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from usagemeter import migrate as migrations
-from usagemeter import pricing
+from usagemeter import pricing, rollup
 from usagemeter.auth import ROLES, create_token
 from usagemeter.config import SETTINGS, Config
 from usagemeter.db import Row, connect, database_url, queries
@@ -269,7 +271,69 @@ def status() -> None:
     table.add_row("pending migrations", ", ".join(pending) or "none")
     for key, value in (counts or {}).items():
         table.add_row(key.replace("_", " "), str(value))
+    if not pending:
+        with connect(url) as conn:
+            state = rollup.health(conn)
+        last = state["last_tick_at"]
+        ago = f"{state['oldest_pending_seconds']:.1f} s" if state["queue_depth"] else "-"
+        table.add_row("rollup queue", f"{state['queue_depth']} changes, oldest {ago}")
+        table.add_row(
+            "rollup last tick",
+            "never"
+            if last is None
+            else f"{time.time() - float(last):.1f} s ago "
+            f"({state['last_keys']} keys; {state['ticks']} ticks in all)",
+        )
+        table.add_row(
+            "rollup segments",
+            f"{state['segments']} ({state['offsets']} UTC offsets, "
+            f"{state['offsets_building']} being built, {state['rebuild_keys']} days to re-cut)",
+        )
     Console().print(table)
+
+
+@app.command("rollup")
+def rollup_cmd(
+    loop: Annotated[bool, typer.Option("--loop", help="Keep ticking until interrupted.")] = False,
+    every: Annotated[float, typer.Option(help="Seconds between ticks with --loop.")] = 2.0,
+) -> None:
+    """Fold queued usage changes into the rollup (one tick, or --loop)."""
+    url = _ready_url(Config.from_env())
+    with connect(url) as conn:
+        while True:
+            keys = rollup.drain(conn) if not loop else rollup.tick(conn)
+            if not loop:
+                print(f"rollup up to date ({keys} keys recomputed)")
+                return
+            time.sleep(every)
+
+
+@app.command()
+def backfill(
+    start: Annotated[
+        datetime | None, typer.Option("--from", formats=["%Y-%m-%d"], help="First UTC date.")
+    ] = None,
+    end: Annotated[
+        datetime | None, typer.Option("--to", formats=["%Y-%m-%d"], help="Last UTC date.")
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Runtime days per transaction.")] = 500,
+) -> None:
+    """Rebuild the rollup of a UTC date range from task_usage (default: all), online and
+    idempotent, in bounded batches."""
+    url = _ready_url(Config.from_env())
+    lo = start.date() if start else date(1, 1, 1)
+    hi = end.date() if end else date(9999, 12, 30)
+    if lo > hi:
+        err.print("--from is after --to")
+        raise typer.Exit(2)
+    with connect(url) as conn:
+        keys = rollup.backfill_keys(conn, lo, hi)
+        with Progress(console=err) as progress:
+            task = progress.add_task("recomputing runtime days", total=len(keys))
+            for chunk in rollup.batches(keys, batch):
+                rollup.recompute(conn, chunk)
+                progress.advance(task, len(chunk))
+    print(f"rebuilt {len(keys)} runtime days")
 
 
 if __name__ == "__main__":

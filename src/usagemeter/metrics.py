@@ -1,4 +1,4 @@
-"""Prometheus metrics: HTTP request counts and latencies (rollup metrics join later)."""
+"""Prometheus metrics: HTTP request counts and latencies, the rollup's health."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
+
+from usagemeter import rollup
+from usagemeter.db import one
+from usagemeter.web import Conn
 
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter(
@@ -28,6 +33,36 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     registry=REGISTRY,
 )
+
+TICK_ERRORS = Counter(
+    "usagemeter_rollup_tick_errors",
+    "Rollup ticks of this process that failed.",
+    registry=REGISTRY,
+)
+# Read from the database at each scrape: ticks may run in any process or in pg_cron.
+ROLLUP = {
+    "queue_depth": Gauge(
+        "usagemeter_rollup_queue_depth", "Usage changes queued for the rollup.", registry=REGISTRY
+    ),
+    "oldest_pending_seconds": Gauge(
+        "usagemeter_rollup_oldest_pending_seconds",
+        "Age of the oldest queued change (reads stay exact; they do more raw work).",
+        registry=REGISTRY,
+    ),
+    "last_tick_at": Gauge(
+        "usagemeter_rollup_last_tick_timestamp_seconds",
+        "When the last tick committed (Unix time).",
+        registry=REGISTRY,
+    ),
+    "ticks": Gauge(
+        "usagemeter_rollup_ticks_total", "Ticks committed, by any process.", registry=REGISTRY
+    ),
+    "rebuild_keys": Gauge(
+        "usagemeter_rollup_rebuild_keys",
+        "Runtime days still to re-cut for newly used UTC offsets.",
+        registry=REGISTRY,
+    ),
+}
 
 
 async def measure(
@@ -46,6 +81,9 @@ async def measure(
         REQUESTS.labels(request.method, route, status).inc()
 
 
-async def metrics() -> Response:
+async def metrics(conn: Conn) -> Response:
     """Prometheus text exposition."""
+    row = await one(conn, rollup.Q.health)
+    for key, gauge in ROLLUP.items():
+        gauge.set(float((row or {}).get(key) or 0))
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -90,15 +90,20 @@ async def runtime_usage_by_hour(
 
 
 async def runtime_activity(
-    runtime_id: str, caller: CallerDep, conn: Conn, tz: str | None = None
+    runtime_id: str,
+    request: Request,
+    caller: CallerDep,
+    conn: Conn,
+    rollup: Rollup,
+    tz: str | None = None,
 ) -> list[Row]:
     """Started tasks per local hour of day, all time (`days` is ignored)."""
     rid = parse_uuid(runtime_id, "runtime_id")
     zone = parse_tz(tz)
     runtime = await runtime_for_caller(conn, caller, rid)
-    return await many(
-        conn, Q.runtime_activity, {"runtime_id": rid, "tz": zone or runtime["timezone"]}
-    )
+    await _zone(request, conn, zone)
+    params = {"runtime_id": rid, "tz": zone or runtime["timezone"], "rollup": rollup}
+    return await many(conn, Q.runtime_activity, params)
 
 
 async def _workspace_report(

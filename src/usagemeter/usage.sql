@@ -36,12 +36,29 @@ FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
 ORDER BY r.hour, r.model COLLATE "C";
 
 -- name: runtime_activity
--- Started tasks of one runtime per local hour of started_at, all time.
-SELECT extract(hour FROM t.started_at AT TIME ZONE %(tz)s)::int AS hour, count(*) AS count
-FROM agent_task_queue t
-WHERE t.runtime_id = %(runtime_id)s AND t.started_at IS NOT NULL
-GROUP BY 1
-ORDER BY 1;
+-- Started tasks of one runtime per local hour of started_at, all time: the zone's activity
+-- rollup plus the deltas still queued when the zone is built, else every started task.
+WITH ready AS (
+    SELECT %(rollup)s AND EXISTS (SELECT FROM activity_zone z
+                                  WHERE z.zone = %(tz)s AND z.state = 'ready') AS ok
+)
+SELECT s.hour, sum(s.n)::bigint AS count
+FROM (
+    SELECT a.hour::int, a.tasks
+    FROM activity_rollup a, ready
+    WHERE ready.ok AND a.runtime_id = %(runtime_id)s AND a.zone = %(tz)s
+    UNION ALL
+    SELECT extract(hour FROM d.started_at AT TIME ZONE %(tz)s)::int, d.delta
+    FROM activity_dirty d, ready
+    WHERE ready.ok AND d.runtime_id = %(runtime_id)s
+    UNION ALL
+    SELECT extract(hour FROM t.started_at AT TIME ZONE %(tz)s)::int, 1
+    FROM agent_task_queue t, ready
+    WHERE NOT ready.ok AND t.runtime_id = %(runtime_id)s AND t.started_at IS NOT NULL
+) s(hour, n)
+GROUP BY s.hour
+HAVING sum(s.n) <> 0
+ORDER BY s.hour;
 
 -- name: workspace_daily
 -- Daily tokens, distinct tasks and cost of a workspace per model.

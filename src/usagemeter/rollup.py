@@ -1,0 +1,80 @@
+"""Running the rollup: the tick loop of `serve`, one-off ticks, backfill and health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from usagemeter.db import Row, queries
+
+Q = queries(__file__)
+TICK_LIMIT = 10000  # queue entries (and rebuild keys) per tick: bounds one transaction
+log = logging.getLogger("usagemeter.rollup")
+
+
+def tick(conn: psycopg.Connection[Row], limit: int = TICK_LIMIT) -> int | None:
+    """One tick in its own transaction: keys recomputed, or None if another tick ran."""
+    row = conn.execute(Q.tick, {"limit": limit}).fetchone()
+    assert row is not None
+    return row["keys"]  # type: ignore[no-any-return]
+
+
+def drain(conn: psycopg.Connection[Row], limit: int = TICK_LIMIT) -> int:
+    """Tick until the queue and any rebuild are done; the keys recomputed."""
+    total = 0
+    while True:
+        keys = tick(conn, limit)
+        if keys is None:
+            time.sleep(0.05)
+            continue
+        total += keys
+        state = health(conn)
+        if not (state["queue_depth"] or state["rebuild_keys"] or state["offsets_building"]):
+            return total
+
+
+def health(conn: psycopg.Connection[Row]) -> Row:
+    """Queue depth, oldest pending age, rebuild backlog, last tick."""
+    row = conn.execute(Q.health).fetchone()
+    assert row is not None
+    return row
+
+
+def backfill_keys(conn: psycopg.Connection[Row], start: date, end: date) -> list[Row]:
+    return conn.execute(Q.backfill_keys, {"from": start, "to": end}).fetchall()
+
+
+def recompute(conn: psycopg.Connection[Row], keys: list[Row]) -> None:
+    """Recompute keys in one transaction under the rollup lock."""
+    with conn.transaction():
+        conn.execute(Q.lock)
+        conn.execute(
+            Q.recompute,
+            {"runtime_ids": [k["runtime_id"] for k in keys], "days": [k["day"] for k in keys]},
+        )
+
+
+def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+async def tick_loop(pool: AsyncConnectionPool[Any], seconds: float) -> None:
+    """Tick every `seconds`, forever (harmless on several replicas: one tick at a time)."""
+    from usagemeter.metrics import TICK_ERRORS
+
+    while True:
+        try:
+            async with pool.connection() as conn:
+                await conn.execute(Q.tick, {"limit": TICK_LIMIT})
+        except Exception:
+            TICK_ERRORS.inc()
+            log.exception("rollup tick failed")
+        await asyncio.sleep(seconds)

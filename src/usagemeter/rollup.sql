@@ -1,0 +1,33 @@
+-- The rollup's operations (its tables and functions: migrations 0010, 0011).
+
+-- name: tick
+-- One tick: NULL when another tick holds the lock, else the keys recomputed.
+SELECT rollup(%(limit)s) AS keys;
+
+-- name: health
+SELECT (SELECT count(*) FROM usage_dirty) AS queue_depth,
+       coalesce(extract(epoch FROM now() - (SELECT min(queued_at) FROM usage_dirty)), 0)
+           AS oldest_pending_seconds,
+       (SELECT count(*) FROM usage_rebuild) AS rebuild_keys,
+       (SELECT count(*) FROM usage_offset WHERE state <> 'ready') AS offsets_building,
+       (SELECT count(*) FROM usage_offset) AS offsets,
+       (SELECT count(*) FROM usage_rollup) AS segments,
+       s.ticks, extract(epoch FROM s.last_tick_at) AS last_tick_at, s.last_keys
+FROM rollup_state s;
+
+-- name: backfill_keys
+-- The (runtime, UTC day) keys with usage or segments from p_from to p_to (UTC dates).
+SELECT runtime_id, day
+FROM (SELECT runtime_id, utc_day(created_at) AS day FROM task_usage
+      WHERE created_at >= utc_start(%(from)s) AND created_at < utc_start(%(to)s + 1)
+      UNION
+      SELECT runtime_id, utc_day(seg_start) FROM usage_rollup
+      WHERE seg_start >= utc_start(%(from)s) AND seg_start < utc_start(%(to)s + 1)) k
+ORDER BY day, runtime_id;
+
+-- name: lock
+-- The rollup lock until commit, waiting for a running tick.
+SELECT rollup_lock(true);
+
+-- name: recompute
+SELECT rollup_recompute(%(runtime_ids)s::uuid[], %(days)s::date[]) AS keys;
