@@ -1,0 +1,16 @@
+-- Under pg_cron, tick the rollup every minute (its finest schedule) from the database
+-- itself. Only where pg_cron is loaded for this database (shared_preload_libraries and
+-- cron.database_name) and may be created; everywhere else this does nothing, and
+-- `usagemeter serve` or `usagemeter rollup --loop` tick instead (all of them may run at
+-- once: one tick at a time holds the rollup lock, the others skip).
+DO $$
+BEGIN
+    IF current_setting('cron.database_name', true) = current_database()
+       AND EXISTS (SELECT FROM pg_available_extensions WHERE name = 'pg_cron') THEN
+        CREATE EXTENSION IF NOT EXISTS pg_cron;
+        PERFORM cron.schedule('usagemeter-rollup', '* * * * *', 'SELECT rollup()');
+    END IF;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE NOTICE 'pg_cron is loaded but this role may not create it: no rollup schedule';
+END
+$$;
