@@ -303,21 +303,25 @@ BEGIN
     INSERT INTO usage_rollup (runtime_id, seg_start, agent_id, provider, model, reported,
                               workspace_id, input_tokens, output_tokens, cache_read_tokens,
                               cache_write_tokens, cost_usd, rows)
-    SELECT u.runtime_id, s.seg_start, u.agent_id, u.provider, u.model, u.cost_usd IS NOT NULL,
+    -- The cuts of a day in seconds after 00:00 UTC, ascending (0 first); a row's segment
+    -- starts at the last cut at or before it.
+    WITH cut AS (
+        SELECT array_agg(DISTINCT (86400 - offset_s) % 86400 ORDER BY (86400 - offset_s) % 86400)
+               AS s
+        FROM usage_offset
+    )
+    SELECT u.runtime_id,
+           utc_start(k.day) + c.s[width_bucket(
+               floor(extract(epoch FROM u.created_at - utc_start(k.day)))::int, c.s)]
+               * interval '1 second' AS seg_start,
+           u.agent_id, u.provider, u.model, u.cost_usd IS NOT NULL,
            u.workspace_id, sum(u.input_tokens), sum(u.output_tokens),
            sum(u.cache_read_tokens), sum(u.cache_write_tokens), sum(u.cost_usd), count(*)
     FROM unnest(p_runtime_ids, p_days) k(runtime_id, day)
     JOIN task_usage u ON u.runtime_id = k.runtime_id
         AND u.created_at >= utc_start(k.day) AND u.created_at < utc_start(k.day + 1)
-    CROSS JOIN LATERAL (
-        SELECT max(c.at) AS seg_start
-        FROM (SELECT utc_start(k.day)
-                     + ((86400 - o.offset_s) % 86400) * interval '1 second' AS at
-              FROM usage_offset o) c
-        WHERE c.at <= u.created_at
-    ) s
-    GROUP BY u.runtime_id, s.seg_start, u.agent_id, u.provider, u.model,
-             u.cost_usd IS NOT NULL, u.workspace_id;
+    CROSS JOIN cut c
+    GROUP BY 1, 2, 3, 4, 5, 6, 7;
 
     INSERT INTO usage_multi_provider (task_id, model)
     SELECT DISTINCT u.task_id, u.model

@@ -53,13 +53,20 @@ LANGUAGE sql STABLE AS $$
         FROM pending p, span s
         WHERE utc_start(p.day + 1) > p_since AND utc_start(p.day) < s.seg_end
     ), raw AS (
+        -- One index range scan per span (OFFSET 0 keeps the planner from scanning the
+        -- whole scope once and filtering it by the spans instead).
         SELECT u.*
         FROM raw_span r
-        JOIN task_usage u ON u.created_at >= r.lo AND u.created_at < r.hi
-        WHERE (p_runtime_id IS NULL OR u.runtime_id = p_runtime_id)
-          AND (p_workspace_id IS NULL OR u.workspace_id = p_workspace_id)
-          AND (p_issue_id IS NULL OR u.task_id IN (SELECT t.id FROM agent_task_queue t
-                                                   WHERE t.issue_id = p_issue_id))
+        CROSS JOIN LATERAL (
+            SELECT u.*
+            FROM task_usage u
+            WHERE u.created_at >= r.lo AND u.created_at < r.hi
+              AND (p_runtime_id IS NULL OR u.runtime_id = p_runtime_id)
+              AND (p_workspace_id IS NULL OR u.workspace_id = p_workspace_id)
+              AND (p_issue_id IS NULL OR u.task_id IN (SELECT t.id FROM agent_task_queue t
+                                                       WHERE t.issue_id = p_issue_id))
+            OFFSET 0
+        ) u
     ), multi AS (
         SELECT m.task_id, m.model FROM usage_multi_provider m WHERE p_rollup AND p_count_tasks
         UNION

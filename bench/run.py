@@ -1,0 +1,364 @@
+"""Rollup vs raw, side by side in one run: `python bench/run.py --rows 1000000 10000000`.
+
+Each size gets a fresh database on DATABASE_URL (else a throwaway PostgreSQL 15 from
+scripts/pg15), loaded with the shape of bench/load.sql and rolled up. Prints median
+milliseconds of every report on the rollup path and on the raw path (task_usage with
+covering indexes on its runtime and workspace keys), rollup size, tick cost per 10k dirty
+rows, ingest throughput with and without the rollup triggers, and HTTP end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from usagemeter import rollup, runtimes, usage
+from usagemeter.db import Queries, connect
+from usagemeter.migrate import migrate
+
+ROOT = Path(__file__).resolve().parents[1]
+LOAD = Queries(Path(__file__).with_name("load.sql"))
+CHUNK = 500_000  # tasks per load transaction
+ROLLUP_TRIGGERS = (
+    "trg_task_usage_queue_insert",
+    "trg_task_usage_queue_update",
+    "trg_task_usage_queue_delete",
+)
+
+
+def ms(f: Callable[[], Any], runs: int) -> float:
+    f()  # warm
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        f()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def query(conn: psycopg.Connection[Any], sql: str, params: dict[str, Any]) -> None:
+    conn.execute(sql, params).fetchall()
+
+
+def load(conn: psycopg.Connection[Any], rows: int) -> None:
+    cur = psycopg.ClientCursor(conn)
+    cur.execute(LOAD.entities, {})
+    tasks = int(rows / 1.25)
+    for lo in range(0, tasks, CHUNK):
+        with conn.transaction():
+            cur.execute(LOAD.tasks, {"lo": lo, "hi": min(lo + CHUNK, tasks)})
+        print(f"  loaded {min(lo + CHUNK, tasks):,} of {tasks:,} tasks", flush=True)
+
+
+def pick(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """A Kolkata runtime with average usage, its workspace, and another zone."""
+    row = conn.execute(
+        "SELECT r.id, r.workspace_id, r.timezone FROM agent_runtime r"
+        " WHERE r.timezone = 'Asia/Kolkata' ORDER BY r.name LIMIT 1"
+    ).fetchone()
+    assert row
+    return {
+        "runtime_id": row["id"],
+        "workspace_id": row["workspace_id"],
+        "own": row["timezone"],
+        "other": "America/New_York",
+    }
+
+
+def reads(
+    conn: psycopg.Connection[Any], s: dict[str, Any], runs: int
+) -> list[tuple[str, float, float]]:
+    """(read, rollup ms, raw ms) for every report."""
+    rt = {"runtime_id": s["runtime_id"]}
+    ws = {"workspace_id": s["workspace_id"]}
+    cases = [
+        ("runtime usage 90d, own zone", usage.Q.runtime_usage, {**rt, "days": 90, "tz": s["own"]}),
+        (
+            "runtime usage 90d, other zone",
+            usage.Q.runtime_usage,
+            {**rt, "days": 90, "tz": s["other"]},
+        ),
+        (
+            "by-agent 30d, own zone",
+            usage.Q.runtime_usage_by_agent,
+            {**rt, "days": 30, "tz": s["own"]},
+        ),
+        (
+            "by-agent 30d, other zone",
+            usage.Q.runtime_usage_by_agent,
+            {**rt, "days": 30, "tz": s["other"]},
+        ),
+        (
+            "by-hour 30d (raw on both paths)",
+            usage.Q.runtime_usage_by_hour,
+            {**rt, "days": 30, "tz": s["own"]},
+        ),
+        ("activity, all time", usage.Q.runtime_activity, {**rt, "tz": s["own"]}),
+        ("workspace daily 30d", usage.Q.workspace_daily, {**ws, "days": 30, "tz": s["own"]}),
+        (
+            "workspace daily 30d, other zone",
+            usage.Q.workspace_daily,
+            {**ws, "days": 30, "tz": s["other"]},
+        ),
+        ("workspace summary 30d", usage.Q.workspace_summary, {**ws, "days": 30, "tz": s["own"]}),
+        (
+            "runtime list (14d cost each)",
+            runtimes.Q.list_runtimes,
+            {**ws, "mine": False, "user_id": None},
+        ),
+    ]
+    out = []
+    for name, sql, p in cases:
+        fast, slow = (
+            {**p, "rollup": True},
+            {**p, "rollup": False},
+        )
+        # The benchmark is also a differential test.
+        assert conn.execute(sql, fast).fetchall() == conn.execute(sql, slow).fetchall(), name
+        out.append(
+            (
+                name,
+                ms(partial(query, conn, sql, fast), runs),
+                ms(partial(query, conn, sql, slow), runs),
+            )
+        )
+    return out
+
+
+def tick_per_10k(conn: psycopg.Connection[Any]) -> float:
+    """ms to fold 10k new usage rows (today, spread over all runtimes) into the rollup."""
+    times = []
+    for _ in range(3):
+        conn.execute(
+            "INSERT INTO task_usage (task_id, provider, model, input_tokens, created_at,"
+            " workspace_id, runtime_id, agent_id)"
+            " SELECT t.id, 'tick-' || gen_random_uuid(), 'gpt-5', 1,"
+            " now() - random() * interval '3 hours', u.workspace_id, t.runtime_id, t.agent_id"
+            " FROM (SELECT id, runtime_id, agent_id FROM agent_task_queue"
+            "       ORDER BY random() LIMIT 10000) t"
+            " JOIN LATERAL (SELECT workspace_id FROM agent WHERE id = t.agent_id) u ON true"
+        )
+        t = time.perf_counter()
+        rollup.drain(conn, 1_000_000)
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def ingest(conn: psycopg.Connection[Any], triggers: bool) -> float:
+    """Usage rows/s of 100 INSERT statements of 1,000 rows each (new rows, keys given)."""
+    action = "ENABLE" if triggers else "DISABLE"
+    for trg in ROLLUP_TRIGGERS:
+        conn.execute(f"ALTER TABLE task_usage {action} TRIGGER {trg}")
+    t = time.perf_counter()
+    with conn.transaction():
+        for _ in range(100):
+            conn.execute(
+                "INSERT INTO task_usage (task_id, provider, model, input_tokens, created_at,"
+                " workspace_id, runtime_id, agent_id)"
+                " SELECT b.id, 'ingest-' || gen_random_uuid(), 'gpt-5', 1, now(),"
+                " b.workspace_id, b.runtime_id, b.agent_id"
+                " FROM (SELECT t.id, t.runtime_id, t.agent_id, a.workspace_id"
+                "       FROM agent_task_queue t JOIN agent a ON a.id = t.agent_id"
+                "       LIMIT 1000) b"
+            )
+    rate = 100_000 / (time.perf_counter() - t)
+    for trg in ROLLUP_TRIGGERS:
+        conn.execute(f"ALTER TABLE task_usage ENABLE TRIGGER {trg}")
+    conn.execute("DELETE FROM task_usage WHERE provider LIKE 'ingest-%'")
+    rollup.drain(conn, 1_000_000)
+    return rate
+
+
+def http_ms(url: str, s: dict[str, Any], runs: int) -> tuple[float, float]:
+    """End-to-end ms of the 90-day runtime report over HTTP (own zone, other zone)."""
+    env = {**os.environ, "DATABASE_URL": url}
+    cli = [sys.executable, "-m", "usagemeter.cli"]
+    token = (
+        subprocess.run(
+            [
+                *cli,
+                "token",
+                "create",
+                "--email",
+                "bench@example.com",
+                "--workspace",
+                "bench-" + str(s["slug"]),
+                "--role",
+                "owner",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [*cli, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port)  # one kept-alive connection
+        for _ in range(100):
+            try:
+                c.request("GET", "/healthz")
+                c.getresponse().read()
+                break
+            except OSError:
+                c.close()
+                time.sleep(0.1)
+        path = f"/api/runtimes/{s['runtime_id']}/usage?days=90&tz="
+
+        def get(tz: str) -> None:
+            c.request("GET", path + tz, headers={"Authorization": f"Bearer {token}"})
+            r = c.getresponse()
+            body = r.read()
+            assert r.status == 200 and isinstance(json.loads(body), list), body
+
+        return ms(lambda: get(s["own"]), runs), ms(lambda: get(s["other"]), runs)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def bench(server: str, rows: int, runs: int) -> dict[str, Any]:
+    name = f"usagemeter_bench_{rows}"
+    with connect(server) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {name}")
+    url = make_conninfo(server, dbname=name)
+    with connect(url) as conn:
+        migrate(conn)
+        print(f"== {rows:,} usage rows: loading", flush=True)
+        t = time.perf_counter()
+        load(conn, rows)
+        load_s = time.perf_counter() - t
+        t = time.perf_counter()
+        rollup.drain(conn, 100_000)
+        build_s = time.perf_counter() - t
+        print("  covering indexes for the raw path, VACUUM ANALYZE", flush=True)
+        cols = (
+            "task_id, agent_id, workspace_id, runtime_id, provider, model, input_tokens,"
+            " output_tokens, cache_read_tokens, cache_write_tokens, cost_usd"
+        )
+        conn.execute(
+            f"CREATE INDEX bench_rt_cover ON task_usage (runtime_id, created_at) INCLUDE ({cols})"
+        )
+        conn.execute(
+            f"CREATE INDEX bench_ws_cover ON task_usage (workspace_id, created_at) INCLUDE ({cols})"
+        )
+        conn.execute("VACUUM ANALYZE")
+        sizes = conn.execute(
+            "SELECT (SELECT count(*) FROM task_usage) AS usage,"
+            " (SELECT count(*) FROM usage_rollup) AS segments,"
+            " (SELECT count(*) FROM activity_rollup) AS activity,"
+            " (SELECT count(*) FROM usage_offset) AS offsets"
+        ).fetchone()
+        s = pick(conn)
+        s["slug"] = conn.execute(
+            "SELECT substr(w.slug, 7) AS n FROM workspace w WHERE w.id = %s", (s["workspace_id"],)
+        ).fetchone()["n"]
+        print("  reads", flush=True)
+        result = {
+            "rows": sizes["usage"],
+            "sizes": sizes,
+            "load_s": load_s,
+            "build_s": build_s,
+            "reads": reads(conn, s, runs),
+        }
+        print("  tick and ingest", flush=True)
+        result["tick_ms"] = tick_per_10k(conn)
+        result["ingest_on"] = ingest(conn, True)
+        result["ingest_off"] = ingest(conn, False)
+        result["ingest_on2"] = ingest(conn, True)
+    result["http"] = http_ms(url, s, runs)
+    return result
+
+
+def report(results: list[dict[str, Any]]) -> None:
+    sizes = " | ".join(f"{r['rows']:,} rows: rollup ms / raw ms / ratio" for r in results)
+    print(f"\n| read (median of runs, database round trip) | {sizes} |")
+    print("|---|" + "---|" * len(results))
+    for i, (name, *_rest) in enumerate(results[0]["reads"]):
+        cells = []
+        for r in results:
+            _, fast, slow = r["reads"][i]
+            cells.append(f"{fast:.2f} / {slow:.2f} / {slow / fast:.1f}x")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    for label, key in (
+        ("HTTP end to end, 90d runtime report own zone", 0),
+        ("HTTP end to end, 90d runtime report other zone", 1),
+    ):
+        print(f"| {label} | " + " | ".join(f"{r['http'][key]:.2f} ms" for r in results) + " |")
+    print("\n| measure | " + " | ".join(f"{r['rows']:,} rows" for r in results) + " |")
+    print("|---|" + "---|" * len(results))
+    rows = [
+        (
+            "segments / task_usage rows",
+            lambda r: (
+                f"{r['sizes']['segments']:,} ({r['sizes']['segments'] / r['rows']:.3f}x, "
+                f"{r['sizes']['offsets']} UTC offsets)"
+            ),
+        ),
+        ("activity rollup rows", lambda r: f"{r['sizes']['activity']:,}"),
+        ("load (s) / first full rollup (s)", lambda r: f"{r['load_s']:.0f} / {r['build_s']:.1f}"),
+        ("tick: fold 10k new rows (ms)", lambda r: f"{r['tick_ms']:.0f}"),
+        (
+            "ingest rows/s, rollup triggers on / off",
+            lambda r: (
+                f"{(r['ingest_on'] + r['ingest_on2']) / 2:,.0f} / {r['ingest_off']:,.0f} "
+                f"({r['ingest_off'] / ((r['ingest_on'] + r['ingest_on2']) / 2):.2f}x)"
+            ),
+        ),
+    ]
+    for label, f in rows:
+        print(f"| {label} | " + " | ".join(f(r) for r in results) + " |")
+    if len(results) > 1:
+        print(
+            f"\ntick cost {results[-1]['rows']:,} / {results[0]['rows']:,}: "
+            f"{results[-1]['tick_ms'] / results[0]['tick_ms']:.2f}"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
+    ap.add_argument("--runs", type=int, default=15)
+    args = ap.parse_args()
+    server = os.environ.get("DATABASE_URL")
+    stop = None
+    if not server:
+        server = subprocess.run(
+            [str(ROOT / "scripts" / "pg15")], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        stop = server.split("host=")[1]
+    try:
+        results = [bench(server, n, args.runs) for n in args.rows]
+        report(results)
+    finally:
+        if stop:
+            subprocess.run([str(ROOT / "scripts" / "pg15"), "stop", stop], check=False)
+
+
+if __name__ == "__main__":
+    main()
