@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from psycopg.rows import dict_row
 from typer.testing import CliRunner
 
-from tests.conftest import World
+from tests.conftest import World, auth
 from usagemeter import rollup, runtimes, usage
 from usagemeter.app import create_app
 from usagemeter.cli import app
@@ -511,3 +511,50 @@ def test_activity_of_a_zone_built_while_changes_are_queued(
     rollup.drain(db)
     assert db.execute("SELECT count(*) AS n FROM activity_dirty").fetchone() == {"n": 0}
     assert activity(True) == activity(False)
+
+
+def test_every_report_route_answers_the_same_with_the_rollup_off(
+    world: World, db: psycopg.Connection[Row], config: Config, db_url: str
+) -> None:
+    token = world.token()
+    ws = world.workspace()
+    rid = world.runtime(ws, tz="Asia/Kolkata")
+    issue = world.issue(ws)
+    today = world.today_utc()
+    for i, agent in enumerate([world.agent(ws, rid), world.agent(ws, rid)]):
+        task = world.task(agent, rid, issue=issue, started_at=today - timedelta(hours=i))
+        for day in range(0, 40, 3):
+            at = today - timedelta(days=day, minutes=15 * i + day)
+            world.usage(task, model=MODELS[day % 3], provider=PROVIDERS[day % 2], at=at)
+    rollup.drain(db)
+    world.usage(task, model="late-model")  # queued: read raw on the rollup path
+    h = auth(token, "acme")
+    urls = [
+        f"/api/runtimes/{rid}/usage",
+        f"/api/runtimes/{rid}/usage?tz=Pacific/Chatham&days=60",
+        f"/api/runtimes/{rid}/usage/by-agent?tz=America/New_York",
+        f"/api/runtimes/{rid}/usage/by-hour",
+        f"/api/runtimes/{rid}/activity?tz=Asia/Kathmandu",
+        "/api/usage/daily?days=60&tz=Asia/Kolkata",
+        "/api/usage/summary",
+        f"/api/issues/{issue}/usage",
+        "/api/runtimes",
+    ]
+    bodies = {}
+    for enabled in (True, False):
+        cfg = dataclasses.replace(config, rollup_enabled=enabled)
+        with TestClient(create_app(cfg, db_url)) as c:
+            bodies[enabled] = [c.get(u, headers=h).text for u in urls]
+    assert bodies[True] == bodies[False]
+    assert all(b.startswith(("[{", "{")) for b in bodies[True])
+    # Zones asked for by name were registered; a tick builds them, and they stay equal.
+    rollup.drain(db)
+    zones = db.execute("SELECT zone FROM activity_zone WHERE state = 'ready' ORDER BY zone")
+    assert [z["zone"] for z in zones] == [
+        "America/New_York",
+        "Asia/Kathmandu",
+        "Asia/Kolkata",
+        "Pacific/Chatham",
+    ]
+    with TestClient(create_app(config, db_url)) as c:
+        assert [c.get(u, headers=h).text for u in urls] == bodies[False]

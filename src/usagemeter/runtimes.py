@@ -12,12 +12,12 @@ from usagemeter.db import AConn, Row, many, one, queries
 from usagemeter.web import (
     ApiError,
     Conn,
-    Rollup,
     bad_request,
     exact_json,
     is_zone,
     parse_uuid,
     read_json,
+    rollup_enabled,
 )
 
 Q = queries(__file__)
@@ -35,7 +35,7 @@ def _may_edit(runtime: Row, caller: Caller) -> bool:
 
 
 async def list_runtimes(
-    request: Request, caller: CallerDep, conn: Conn, rollup: Rollup, owner: str | None = None
+    request: Request, caller: CallerDep, conn: Conn, owner: str | None = None
 ) -> Response:
     """The workspace's runtimes (created_at ascending) with their cost of the last 7 local
     days and the 7 before; `?owner=me` keeps the caller's."""
@@ -46,7 +46,7 @@ async def list_runtimes(
         "workspace_id": ws.id,
         "mine": owner == "me",
         "user_id": caller.user_id,
-        "rollup": rollup,
+        "rollup": rollup_enabled(request),
     }
     rows = await many(conn, Q.list_runtimes, params)
     return exact_json([{**r.pop("runtime"), **r} for r in rows])

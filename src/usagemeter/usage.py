@@ -10,7 +10,7 @@ from usagemeter.auth import Caller, CallerDep, current_workspace
 from usagemeter.db import AConn, Row, many, one, queries
 from usagemeter.issues import issue_for_caller
 from usagemeter.runtimes import runtime_for_caller
-from usagemeter.web import Conn, Rollup, exact_json, parse_days, parse_tz, parse_uuid
+from usagemeter.web import Conn, exact_json, parse_days, parse_tz, parse_uuid, rollup_enabled
 
 Q = queries(__file__)
 
@@ -33,14 +33,14 @@ async def _runtime_report(
     days: str | None,
     tz: str | None,
     default_days: int,
-    rollup: bool,
 ) -> Response:
     rid = parse_uuid(runtime_id, "runtime_id")
     n = parse_days(days, default_days)
     zone = parse_tz(tz)
     runtime = await runtime_for_caller(conn, caller, rid)
     await _zone(request, conn, zone)
-    params = {"runtime_id": rid, "days": n, "tz": zone or runtime["timezone"], "rollup": rollup}
+    tz_name = zone or runtime["timezone"]
+    params = {"runtime_id": rid, "days": n, "tz": tz_name, "rollup": rollup_enabled(request)}
     return exact_json(await many(conn, sql, params))
 
 
@@ -49,14 +49,11 @@ async def runtime_usage(
     request: Request,
     caller: CallerDep,
     conn: Conn,
-    rollup: Rollup,
     days: str | None = None,
     tz: str | None = None,
 ) -> Response:
     """Daily tokens per provider and model (default 90 days), in the runtime's zone."""
-    return await _runtime_report(
-        request, conn, caller, runtime_id, Q.runtime_usage, days, tz, 90, rollup
-    )
+    return await _runtime_report(request, conn, caller, runtime_id, Q.runtime_usage, days, tz, 90)
 
 
 async def runtime_usage_by_agent(
@@ -64,13 +61,12 @@ async def runtime_usage_by_agent(
     request: Request,
     caller: CallerDep,
     conn: Conn,
-    rollup: Rollup,
     days: str | None = None,
     tz: str | None = None,
 ) -> Response:
     """Tokens and task counts per agent and model (default 30 days)."""
     return await _runtime_report(
-        request, conn, caller, runtime_id, Q.runtime_usage_by_agent, days, tz, 30, rollup
+        request, conn, caller, runtime_id, Q.runtime_usage_by_agent, days, tz, 30
     )
 
 
@@ -79,13 +75,12 @@ async def runtime_usage_by_hour(
     request: Request,
     caller: CallerDep,
     conn: Conn,
-    rollup: Rollup,
     days: str | None = None,
     tz: str | None = None,
 ) -> Response:
     """Tokens and task counts per local hour of day and model (default 30 days)."""
     return await _runtime_report(
-        request, conn, caller, runtime_id, Q.runtime_usage_by_hour, days, tz, 30, rollup
+        request, conn, caller, runtime_id, Q.runtime_usage_by_hour, days, tz, 30
     )
 
 
@@ -94,7 +89,6 @@ async def runtime_activity(
     request: Request,
     caller: CallerDep,
     conn: Conn,
-    rollup: Rollup,
     tz: str | None = None,
 ) -> list[Row]:
     """Started tasks per local hour of day, all time (`days` is ignored)."""
@@ -102,7 +96,11 @@ async def runtime_activity(
     zone = parse_tz(tz)
     runtime = await runtime_for_caller(conn, caller, rid)
     await _zone(request, conn, zone)
-    params = {"runtime_id": rid, "tz": zone or runtime["timezone"], "rollup": rollup}
+    params = {
+        "runtime_id": rid,
+        "tz": zone or runtime["timezone"],
+        "rollup": rollup_enabled(request),
+    }
     return await many(conn, Q.runtime_activity, params)
 
 
@@ -114,11 +112,15 @@ async def _workspace_report(
     sql: str,
     days: int,
     zone: str | None,
-    rollup: bool,
 ) -> Response:
     await _zone(request, conn, zone)
     tz = zone or caller.timezone or "UTC"
-    params = {"workspace_id": workspace_id, "days": days, "tz": tz, "rollup": rollup}
+    params = {
+        "workspace_id": workspace_id,
+        "days": days,
+        "tz": tz,
+        "rollup": rollup_enabled(request),
+    }
     return exact_json(await many(conn, sql, params))
 
 
@@ -126,30 +128,26 @@ async def workspace_daily(
     request: Request,
     caller: CallerDep,
     conn: Conn,
-    rollup: Rollup,
     days: str | None = None,
     tz: str | None = None,
 ) -> Response:
     """Daily tokens and task counts per model of the whole workspace (default 30 days)."""
     n, zone = parse_days(days, 30), parse_tz(tz)
     ws = await current_workspace(request, caller, conn)
-    return await _workspace_report(request, conn, caller, ws.id, Q.workspace_daily, n, zone, rollup)
+    return await _workspace_report(request, conn, caller, ws.id, Q.workspace_daily, n, zone)
 
 
 async def workspace_summary(
     request: Request,
     caller: CallerDep,
     conn: Conn,
-    rollup: Rollup,
     days: str | None = None,
     tz: str | None = None,
 ) -> Response:
     """Tokens and task counts per model of the whole workspace, biggest first."""
     n, zone = parse_days(days, 30), parse_tz(tz)
     ws = await current_workspace(request, caller, conn)
-    return await _workspace_report(
-        request, conn, caller, ws.id, Q.workspace_summary, n, zone, rollup
-    )
+    return await _workspace_report(request, conn, caller, ws.id, Q.workspace_summary, n, zone)
 
 
 async def issue_usage(issue_id: str, caller: CallerDep, conn: Conn) -> Response:

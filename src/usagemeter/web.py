@@ -166,6 +166,3 @@ Conn = Annotated[AConn, Depends(connection)]
 def rollup_enabled(request: Request) -> bool:
     """Whether reports read the rollup (USAGE_DAILY_ROLLUP_ENABLED)."""
     return bool(request.app.state.config.rollup_enabled)
-
-
-Rollup = Annotated[bool, Depends(rollup_enabled)]
