@@ -228,7 +228,7 @@ WEIGHTS = {
     "register": 2,
     "price": 1,
 }
-step = st.sampled_from([k for k, w in WEIGHTS.items() for _ in range(w)]).flatmap(STEPS.get)
+step = st.sampled_from([k for k, w in WEIGHTS.items() for _ in range(w)]).flatmap(STEPS.__getitem__)
 
 
 @settings(
@@ -473,10 +473,9 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
     # Every segment equals a recompute from scratch: no change was lost or counted twice.
     seg = "SELECT * FROM usage_rollup ORDER BY runtime_id, seg_start, agent_id, provider, model"
     before = db.execute(seg).fetchall()
-    assert (
-        sum(r["rows"] for r in before)
-        == db.execute("SELECT count(*) AS n FROM task_usage").fetchone()["n"]
-    )  # type: ignore[index]
+    assert db.execute("SELECT count(*) AS n FROM task_usage").fetchone() == {
+        "n": sum(r["rows"] for r in before)
+    }
     rollup.recompute(db, rollup.backfill_keys(db, date(1, 1, 1), date(9999, 12, 30)))
     assert db.execute(seg).fetchall() == before
 
