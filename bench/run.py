@@ -140,21 +140,24 @@ def reads(
 
 
 def tick_per_10k(conn: psycopg.Connection[Any]) -> float:
-    """ms to fold 10k new usage rows (today, spread over all runtimes) into the rollup."""
+    """ms to fold 10k new usage rows (10k random tasks, today) into the rollup."""
     times = []
-    for _ in range(3):
+    for i in range(3):
         conn.execute(
             "INSERT INTO task_usage (task_id, provider, model, input_tokens, created_at,"
             " workspace_id, runtime_id, agent_id)"
-            " SELECT t.id, 'tick-' || gen_random_uuid(), 'gpt-5', 1,"
-            " now() - random() * interval '3 hours', u.workspace_id, t.runtime_id, t.agent_id"
+            " SELECT t.id, %s, 'gpt-5', 1, now() - random() * interval '3 hours',"
+            " a.workspace_id, t.runtime_id, t.agent_id"
             " FROM (SELECT id, runtime_id, agent_id FROM agent_task_queue"
             "       ORDER BY random() LIMIT 10000) t"
-            " JOIN LATERAL (SELECT workspace_id FROM agent WHERE id = t.agent_id) u ON true"
+            " JOIN agent a ON a.id = t.agent_id",
+            (f"bench-tick-{i}",),
         )
         t = time.perf_counter()
         rollup.drain(conn, 1_000_000)
         times.append((time.perf_counter() - t) * 1000)
+    conn.execute("DELETE FROM task_usage WHERE provider LIKE 'bench-%'")
+    rollup.drain(conn, 1_000_000)
     return statistics.median(times)
 
 
@@ -165,20 +168,20 @@ def ingest(conn: psycopg.Connection[Any], triggers: bool) -> float:
         conn.execute(f"ALTER TABLE task_usage {action} TRIGGER {trg}")
     t = time.perf_counter()
     with conn.transaction():
-        for _ in range(100):
+        for i in range(100):
             conn.execute(
                 "INSERT INTO task_usage (task_id, provider, model, input_tokens, created_at,"
                 " workspace_id, runtime_id, agent_id)"
-                " SELECT b.id, 'ingest-' || gen_random_uuid(), 'gpt-5', 1, now(),"
-                " b.workspace_id, b.runtime_id, b.agent_id"
+                " SELECT b.id, %s, 'gpt-5', 1, now(), b.workspace_id, b.runtime_id, b.agent_id"
                 " FROM (SELECT t.id, t.runtime_id, t.agent_id, a.workspace_id"
                 "       FROM agent_task_queue t JOIN agent a ON a.id = t.agent_id"
-                "       LIMIT 1000) b"
+                "       LIMIT 1000) b",
+                (f"bench-ingest-{i}",),
             )
     rate = 100_000 / (time.perf_counter() - t)
     for trg in ROLLUP_TRIGGERS:
         conn.execute(f"ALTER TABLE task_usage ENABLE TRIGGER {trg}")
-    conn.execute("DELETE FROM task_usage WHERE provider LIKE 'ingest-%'")
+    conn.execute("DELETE FROM task_usage WHERE provider LIKE 'bench-%'")
     rollup.drain(conn, 1_000_000)
     return rate
 
@@ -241,12 +244,11 @@ def http_ms(url: str, s: dict[str, Any], runs: int) -> tuple[float, float]:
         server.wait()
 
 
-def bench(server: str, rows: int, runs: int) -> dict[str, Any]:
-    name = f"usagemeter_bench_{rows}"
+def build(server: str, url: str, name: str, rows: int) -> tuple[float, float]:
+    """A fresh database of `rows` usage rows, rolled up, with the raw path's best indexes."""
     with connect(server) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.execute(f"CREATE DATABASE {name}")
-    url = make_conninfo(server, dbname=name)
     with connect(url) as conn:
         migrate(conn)
         print(f"== {rows:,} usage rows: loading", flush=True)
@@ -254,20 +256,46 @@ def bench(server: str, rows: int, runs: int) -> dict[str, Any]:
         load(conn, rows)
         load_s = time.perf_counter() - t
         t = time.perf_counter()
-        rollup.drain(conn, 100_000)
+        rollup.drain(conn, 10_000_000)
         build_s = time.perf_counter() - t
         print("  covering indexes for the raw path, VACUUM ANALYZE", flush=True)
         cols = (
             "task_id, agent_id, workspace_id, runtime_id, provider, model, input_tokens,"
             " output_tokens, cache_read_tokens, cache_write_tokens, cost_usd"
         )
-        conn.execute(
-            f"CREATE INDEX bench_rt_cover ON task_usage (runtime_id, created_at) INCLUDE ({cols})"
-        )
-        conn.execute(
-            f"CREATE INDEX bench_ws_cover ON task_usage (workspace_id, created_at) INCLUDE ({cols})"
-        )
+        for key in ("runtime_id", "workspace_id"):
+            conn.execute(
+                f"CREATE INDEX bench_{key} ON task_usage ({key}, created_at) INCLUDE ({cols})"
+            )
         conn.execute("VACUUM ANALYZE")
+    return load_s, build_s
+
+
+def refresh_report(url: str) -> None:
+    """Reuse a loaded database with this checkout's report function (from its migration)."""
+    sql = (ROOT / "src/usagemeter/migrations/0011_usage_report_rollup.sql").read_text()
+    create = sql[sql.index("CREATE FUNCTION usage_report") :]
+    with connect(url) as conn, conn.transaction():
+        conn.execute("DROP FUNCTION usage_report")
+        conn.execute(create)
+
+
+def bench(server: str, rows: int, runs: int, reuse: bool) -> dict[str, Any]:
+    name = f"usagemeter_bench_{rows}"
+    url = make_conninfo(server, dbname=name)
+    if reuse:
+        print(f"== {rows:,} usage rows: reusing {name}", flush=True)
+        refresh_report(url)
+        with connect(url) as conn:  # leftovers of an interrupted run
+            conn.execute(
+                "DELETE FROM task_usage"
+                " WHERE provider LIKE ANY (ARRAY['bench-%', 'tick-%', 'ingest-%'])"
+            )
+            rollup.drain(conn, 1_000_000)
+        load_s = build_s = float("nan")
+    else:
+        load_s, build_s = build(server, url, name, rows)
+    with connect(url) as conn:
         sizes = conn.execute(
             "SELECT (SELECT count(*) FROM task_usage) AS usage,"
             " (SELECT count(*) FROM usage_rollup) AS segments,"
@@ -344,6 +372,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
     ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="measure databases loaded by an earlier run (with this checkout's reports)",
+    )
     args = ap.parse_args()
     server = os.environ.get("DATABASE_URL")
     stop = None
@@ -353,7 +386,7 @@ def main() -> None:
         ).stdout.strip()
         stop = server.split("host=")[1]
     try:
-        results = [bench(server, n, args.runs) for n in args.rows]
+        results = [bench(server, n, args.runs, args.reuse) for n in args.rows]
         report(results)
     finally:
         if stop:

@@ -3,8 +3,9 @@
 DROP FUNCTION usage_report(timestamptz, text, uuid, uuid, uuid,
                            boolean, boolean, boolean, boolean, boolean, boolean);
 
--- Usage since p_since of one runtime, workspace or issue, grouped by the chosen keys (a
--- key not chosen is NULL): local date and hour in p_tz, agent, provider, model.
+-- Usage since p_since of one runtime, else one workspace, else one issue, grouped by the
+-- chosen keys (a key not chosen is NULL): local date and hour in p_tz, agent, provider,
+-- model.
 --
 -- Sources. Raw path (p_rollup false): every task_usage row in the window. Rollup path:
 -- segments from p_since to rollup_end() whose (scope, UTC day) has no queue entry, plus
@@ -44,8 +45,8 @@ LANGUAGE sql STABLE AS $$
         SELECT DISTINCT q.day
         FROM usage_dirty q
         WHERE p_rollup
-          AND (p_runtime_id IS NULL OR q.runtime_id = p_runtime_id)
-          AND (p_workspace_id IS NULL OR q.workspace_id = p_workspace_id)
+          AND q.runtime_id = coalesce(p_runtime_id, q.runtime_id)
+          AND q.workspace_id = coalesce(p_workspace_id, q.workspace_id)
     ), raw_span AS (
         SELECT greatest(p_since, s.seg_end) AS lo, 'infinity'::timestamptz AS hi FROM span s
         UNION ALL
@@ -58,13 +59,20 @@ LANGUAGE sql STABLE AS $$
         SELECT u.*
         FROM raw_span r
         CROSS JOIN LATERAL (
-            SELECT u.*
-            FROM task_usage u
-            WHERE u.created_at >= r.lo AND u.created_at < r.hi
-              AND (p_runtime_id IS NULL OR u.runtime_id = p_runtime_id)
-              AND (p_workspace_id IS NULL OR u.workspace_id = p_workspace_id)
-              AND (p_issue_id IS NULL OR u.task_id IN (SELECT t.id FROM agent_task_queue t
-                                                       WHERE t.issue_id = p_issue_id))
+            -- One branch per kind of scope, so that the scope is an index condition even
+            -- when it comes from an outer query (GET /api/runtimes).
+            SELECT u.* FROM task_usage u
+            WHERE p_runtime_id IS NOT NULL AND u.runtime_id = p_runtime_id
+              AND u.created_at >= r.lo AND u.created_at < r.hi
+            UNION ALL
+            SELECT u.* FROM task_usage u
+            WHERE p_runtime_id IS NULL AND u.workspace_id = p_workspace_id
+              AND u.created_at >= r.lo AND u.created_at < r.hi
+            UNION ALL
+            SELECT u.* FROM task_usage u
+            WHERE p_runtime_id IS NULL AND p_workspace_id IS NULL
+              AND u.task_id IN (SELECT t.id FROM agent_task_queue t WHERE t.issue_id = p_issue_id)
+              AND u.created_at >= r.lo AND u.created_at < r.hi
             OFFSET 0
         ) u
     ), multi AS (
@@ -75,6 +83,18 @@ LANGUAGE sql STABLE AS $$
           AND EXISTS (SELECT FROM task_usage o
                       WHERE o.task_id = r.task_id AND o.model = r.model
                         AND o.provider <> r.provider)
+    ), seg AS (
+        SELECT x.*
+        FROM usage_rollup x, span s
+        WHERE p_rollup AND p_runtime_id IS NOT NULL AND x.runtime_id = p_runtime_id
+          AND x.seg_start >= p_since AND x.seg_start < s.seg_end
+          AND utc_day(x.seg_start) NOT IN (SELECT p.day FROM pending p)
+        UNION ALL
+        SELECT x.*
+        FROM usage_rollup x, span s
+        WHERE p_rollup AND p_runtime_id IS NULL AND x.workspace_id = p_workspace_id
+          AND x.seg_start >= p_since AND x.seg_start < s.seg_end
+          AND utc_day(x.seg_start) NOT IN (SELECT p.day FROM pending p)
     ), source AS (
         SELECT r.created_at AS at, r.workspace_id, r.agent_id, r.provider, r.model,
                r.cost_usd IS NOT NULL AS reported, r.cost_usd,
@@ -87,19 +107,15 @@ LANGUAGE sql STABLE AS $$
                x.reported, x.cost_usd,
                x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
                CASE WHEN p_count_tasks THEN x.rows ELSE 0 END, NULL
-        FROM usage_rollup x, span s
-        WHERE p_rollup AND x.seg_start >= p_since AND x.seg_start < s.seg_end
-          AND (p_runtime_id IS NULL OR x.runtime_id = p_runtime_id)
-          AND (p_workspace_id IS NULL OR x.workspace_id = p_workspace_id)
-          AND utc_day(x.seg_start) NOT IN (SELECT p.day FROM pending p)
+        FROM seg x
         UNION ALL
         SELECT u.created_at, u.workspace_id, u.agent_id, u.provider, u.model,
                true, 0, 0, 0, 0, 0, -1, u.task_id
         FROM multi m
         JOIN task_usage u ON u.task_id = m.task_id AND u.model = m.model
         WHERE u.created_at >= p_since
-          AND (p_runtime_id IS NULL OR u.runtime_id = p_runtime_id)
-          AND (p_workspace_id IS NULL OR u.workspace_id = p_workspace_id)
+          AND u.runtime_id = coalesce(p_runtime_id, u.runtime_id)
+          AND u.workspace_id = coalesce(p_workspace_id, u.workspace_id)
     ), keyed AS (
         SELECT s.*, utc_day(s.at) AS day,
                CASE WHEN p_by_date THEN (s.at AT TIME ZONE p_tz)::date END AS g_date,
