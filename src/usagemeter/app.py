@@ -90,7 +90,11 @@ def create_app(cfg: Config, database_url: str) -> FastAPI:
         pool = make_pool(database_url, cfg.pool_size)
         await pool.open(wait=True)
         app.state.pool = pool
-        ticks = asyncio.create_task(tick_loop(pool, cfg.tick_seconds)) if cfg.tick_seconds else None
+        ticks = (
+            asyncio.create_task(tick_loop(pool, cfg.tick_seconds, metrics.TICK_ERRORS.inc))
+            if cfg.tick_seconds
+            else None
+        )
         try:
             yield
         finally:

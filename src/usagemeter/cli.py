@@ -285,9 +285,9 @@ def status() -> None:
             f"({state['last_keys']} keys; {state['ticks']} ticks in all)",
         )
         table.add_row(
-            "rollup segments",
-            f"{state['segments']} ({state['offsets']} UTC offsets, "
-            f"{state['offsets_building']} being built, {state['rebuild_keys']} days to re-cut)",
+            "rollup offsets",
+            f"{state['offsets']} UTC offsets, {state['offsets_building']} being built, "
+            f"{state['rebuild_keys']} runtime days to re-cut",
         )
     Console().print(table)
 
@@ -300,11 +300,11 @@ def rollup_cmd(
     """Fold queued usage changes into the rollup (one tick, or --loop)."""
     url = _ready_url(Config.from_env())
     with connect(url) as conn:
+        if not loop:
+            print(f"rollup up to date ({rollup.drain(conn)} keys recomputed)")
+            return
         while True:
-            keys = rollup.drain(conn) if not loop else rollup.tick(conn)
-            if not loop:
-                print(f"rollup up to date ({keys} keys recomputed)")
-                return
+            rollup.tick(conn)
             time.sleep(every)
 
 

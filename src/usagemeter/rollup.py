@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 from typing import Any
 
@@ -66,15 +66,15 @@ def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[i : i + size]
 
 
-async def tick_loop(pool: AsyncConnectionPool[Any], seconds: float) -> None:
+async def tick_loop(
+    pool: AsyncConnectionPool[Any], seconds: float, on_error: Callable[[], object]
+) -> None:
     """Tick every `seconds`, forever (harmless on several replicas: one tick at a time)."""
-    from usagemeter.metrics import TICK_ERRORS
-
     while True:
         try:
             async with pool.connection() as conn:
                 await conn.execute(Q.tick, {"limit": TICK_LIMIT})
         except Exception:
-            TICK_ERRORS.inc()
+            on_error()
             log.exception("rollup tick failed")
         await asyncio.sleep(seconds)

@@ -94,6 +94,8 @@ CREATE TABLE activity_rollup (
     tasks      bigint NOT NULL,
     PRIMARY KEY (runtime_id, zone, hour)
 );
+-- Counts folded down to 0, deleted by the next tick without scanning the table.
+CREATE INDEX idx_activity_rollup_zero ON activity_rollup (runtime_id) WHERE tasks = 0;
 
 CREATE TABLE activity_dirty (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
