@@ -271,22 +271,16 @@ def build(server: str, url: str, name: str, rows: int) -> tuple[float, float]:
     return load_s, build_s
 
 
-def refresh_report(url: str) -> None:
-    """Reuse a loaded database with this checkout's report function (from its migration)."""
-    sql = (ROOT / "src/usagemeter/migrations/0011_usage_report_rollup.sql").read_text()
-    create = sql[sql.index("CREATE FUNCTION usage_report") :]
-    with connect(url) as conn, conn.transaction():
-        conn.execute("DROP FUNCTION usage_report")
-        conn.execute(create)
-
-
 def bench(server: str, rows: int, runs: int, reuse: bool) -> dict[str, Any]:
     name = f"usagemeter_bench_{rows}"
     url = make_conninfo(server, dbname=name)
     if reuse:
         print(f"== {rows:,} usage rows: reusing {name}", flush=True)
-        refresh_report(url)
-        with connect(url) as conn:  # leftovers of an interrupted run
+        with connect(url) as conn:
+            t = time.perf_counter()
+            applied = migrate(conn)  # this checkout's schema and reports
+            print(f"  migrations {applied}: {time.perf_counter() - t:.1f} s", flush=True)
+            # leftovers of an interrupted run
             conn.execute(
                 "DELETE FROM task_usage"
                 " WHERE provider LIKE ANY (ARRAY['bench-%', 'tick-%', 'ingest-%'])"
@@ -299,6 +293,7 @@ def bench(server: str, rows: int, runs: int, reuse: bool) -> dict[str, Any]:
         sizes = conn.execute(
             "SELECT (SELECT count(*) FROM task_usage) AS usage,"
             " (SELECT count(*) FROM usage_rollup) AS segments,"
+            " (SELECT count(*) FROM usage_rollup_ws) AS ws_segments,"
             " (SELECT count(*) FROM activity_rollup) AS activity,"
             " (SELECT count(*) FROM usage_offset) AS offsets"
         ).fetchone()
@@ -342,9 +337,10 @@ def report(results: list[dict[str, Any]]) -> None:
     print("|---|" + "---|" * len(results))
     rows = [
         (
-            "segments / task_usage rows",
+            "segments (runtime + workspace) / task_usage rows",
             lambda r: (
-                f"{r['sizes']['segments']:,} ({r['sizes']['segments'] / r['rows']:.3f}x, "
+                f"{r['sizes']['segments']:,} + {r['sizes']['ws_segments']:,} "
+                f"({(r['sizes']['segments'] + r['sizes']['ws_segments']) / r['rows']:.3f}x, "
                 f"{r['sizes']['offsets']} UTC offsets)"
             ),
         ),
@@ -375,7 +371,7 @@ def main() -> None:
     ap.add_argument(
         "--reuse",
         action="store_true",
-        help="measure databases loaded by an earlier run (with this checkout's reports)",
+        help="measure databases loaded by an earlier run, migrated to this checkout",
     )
     args = ap.parse_args()
     server = os.environ.get("DATABASE_URL")

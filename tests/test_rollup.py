@@ -271,7 +271,7 @@ def _runtime_report(conn: psycopg.Connection[Row], rid: Any, rollup: bool) -> li
     return conn.execute(usage.Q.runtime_usage, p).fetchall()
 
 
-def test_reads_take_segments_until_a_change_queues_their_day(
+def test_reads_add_queued_changes_to_segments_and_backfill_repairs_them(
     world: World, db: psycopg.Connection[Row], db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = world.workspace()
@@ -287,12 +287,15 @@ def test_reads_take_segments_until_a_change_queues_their_day(
     db.execute("UPDATE usage_rollup SET input_tokens = input_tokens + 1")
     tampered = _runtime_report(db, rid, True)
     assert [r["input_tokens"] for r in tampered] == [101, 8]
-    # A change queues its day: that day is read raw again at once, no tick needed.
-    world.usage(task, at=at + timedelta(hours=20), tokens=(100, 0, 0, 0))
-    assert [r["input_tokens"] for r in _runtime_report(db, rid, True)] == [100, 7]
-    # Backfill rebuilds from task_usage, idempotently.
+    # A correction is read at once, as a queued delta (-100 +150) on top of the segment,
+    # and a tick folds that same delta in: the tampering stays until a backfill.
+    world.usage(task, at=at + timedelta(hours=20), tokens=(150, 0, 0, 0))
+    assert [r["input_tokens"] for r in _runtime_report(db, rid, True)] == [151, 8]
     rollup.drain(db)
-    db.execute("UPDATE usage_rollup SET input_tokens = input_tokens + 1")
+    assert [r["input_tokens"] for r in _runtime_report(db, rid, True)] == [151, 8]
+    # Backfill rebuilds from task_usage, idempotently.
+    raw = _runtime_report(db, rid, False)
+    assert [r["input_tokens"] for r in raw] == [150, 7]
     monkeypatch.setenv("DATABASE_URL", db_url)
     for _ in range(2):
         r = CliRunner().invoke(app, ["backfill", "--from", str(at.date()), "--to", str(at.date())])
@@ -468,13 +471,26 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
     ).fetchone()
     assert wrong == {"n": 0}
     # Every segment equals a recompute from scratch: no change was lost or counted twice.
-    seg = "SELECT * FROM usage_rollup ORDER BY runtime_id, seg_start, agent_id, provider, model"
+    seg = (
+        "SELECT * FROM usage_rollup"
+        " ORDER BY runtime_id, seg_start, workspace_id, agent_id, provider, model, reported"
+    )
     before = db.execute(seg).fetchall()
     assert db.execute("SELECT count(*) AS n FROM task_usage").fetchone() == {
         "n": sum(r["rows"] for r in before)
     }
     rollup.recompute(db, rollup.backfill_keys(db, date(1, 1, 1), date(9999, 12, 30)))
     assert db.execute(seg).fetchall() == before
+    # The workspace segments are the sums of the runtime segments.
+    cols = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+    sums = ", ".join(f"sum({c})::bigint AS {c}" for c in cols)
+    keys = "workspace_id, seg_start, provider, model, reported"
+    assert db.execute(
+        f"SELECT {keys}, {', '.join(cols)}, cost_usd, rows FROM usage_rollup_ws ORDER BY {keys}"
+    ).fetchall() == db.execute(
+        f"SELECT {keys}, {sums}, sum(cost_usd) AS cost_usd, sum(rows)::int AS rows"
+        f" FROM usage_rollup GROUP BY {keys} ORDER BY {keys}"
+    ).fetchall()
 
 
 def test_activity_of_a_zone_built_while_changes_are_queued(

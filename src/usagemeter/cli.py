@@ -282,7 +282,7 @@ def status() -> None:
             "never"
             if last is None
             else f"{time.time() - float(last):.1f} s ago "
-            f"({state['last_keys']} keys; {state['ticks']} ticks in all)",
+            f"({state['last_keys']} changes folded or days re-cut; {state['ticks']} ticks in all)",
         )
         table.add_row(
             "rollup offsets",
@@ -301,7 +301,8 @@ def rollup_cmd(
     url = _ready_url(Config.from_env())
     with connect(url) as conn:
         if not loop:
-            print(f"rollup up to date ({rollup.drain(conn)} keys recomputed)")
+            done = rollup.drain(conn)
+            print(f"rollup up to date ({done} changes folded or runtime days re-cut)")
             return
         while True:
             rollup.tick(conn)

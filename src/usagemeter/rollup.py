@@ -15,26 +15,27 @@ from psycopg_pool import AsyncConnectionPool
 from usagemeter.db import Row, queries
 
 Q = queries(__file__)
-TICK_LIMIT = 10000  # queue entries (and rebuild keys) per tick: bounds one transaction
+TICK_LIMIT = 10000  # queued changes (and days to re-cut) per tick: bounds one transaction
 log = logging.getLogger("usagemeter.rollup")
 
 
 def tick(conn: psycopg.Connection[Row], limit: int = TICK_LIMIT) -> int | None:
-    """One tick in its own transaction: keys recomputed, or None if another tick ran."""
+    """One tick in its own transaction: changes folded plus runtime days re-cut, or None if
+    another tick ran."""
     row = conn.execute(Q.tick, {"limit": limit}).fetchone()
     assert row is not None
-    return row["keys"]  # type: ignore[no-any-return]
+    return row["done"]  # type: ignore[no-any-return]
 
 
 def drain(conn: psycopg.Connection[Row], limit: int = TICK_LIMIT) -> int:
-    """Tick until the queue and any rebuild are done; the keys recomputed."""
+    """Tick until the queue and any rebuild are done; the changes and days done."""
     total = 0
     while True:
-        keys = tick(conn, limit)
-        if keys is None:
+        done = tick(conn, limit)
+        if done is None:
             time.sleep(0.05)
             continue
-        total += keys
+        total += done
         state = health(conn)
         if not (state["queue_depth"] or state["rebuild_keys"] or state["offsets_building"]):
             return total

@@ -1,8 +1,9 @@
--- The rollup's operations (its tables and functions: migrations 0010, 0011).
+-- The rollup's operations (its tables and functions: migrations 0010, 0011, 0013).
 
 -- name: tick
--- One tick: NULL when another tick holds the lock, else the keys recomputed.
-SELECT rollup(%(limit)s) AS keys;
+-- One tick: NULL when another tick holds the lock, else the changes folded plus the
+-- runtime days re-cut.
+SELECT rollup(%(limit)s) AS done;
 
 -- name: health
 -- Cheap enough for every scrape: the queues are small, the rollup is not counted.

@@ -7,10 +7,18 @@ from uuid import UUID
 from fastapi import Request, Response
 
 from usagemeter.auth import Caller, CallerDep, current_workspace
-from usagemeter.db import AConn, Row, many, one, queries
+from usagemeter.db import AConn, one, queries
 from usagemeter.issues import issue_for_caller
 from usagemeter.runtimes import runtime_for_caller
-from usagemeter.web import Conn, exact_json, parse_days, parse_tz, parse_uuid, rollup_enabled
+from usagemeter.web import (
+    Conn,
+    exact_json,
+    json_rows,
+    parse_days,
+    parse_tz,
+    parse_uuid,
+    rollup_enabled,
+)
 
 Q = queries(__file__)
 
@@ -41,7 +49,7 @@ async def _runtime_report(
     await _zone(request, conn, zone)
     tz_name = zone or runtime["timezone"]
     params = {"runtime_id": rid, "days": n, "tz": tz_name, "rollup": rollup_enabled(request)}
-    return exact_json(await many(conn, sql, params))
+    return await json_rows(conn, sql, params)
 
 
 async def runtime_usage(
@@ -90,7 +98,7 @@ async def runtime_activity(
     caller: CallerDep,
     conn: Conn,
     tz: str | None = None,
-) -> list[Row]:
+) -> Response:
     """Started tasks per local hour of day, all time (`days` is ignored)."""
     rid = parse_uuid(runtime_id, "runtime_id")
     zone = parse_tz(tz)
@@ -101,7 +109,7 @@ async def runtime_activity(
         "tz": zone or runtime["timezone"],
         "rollup": rollup_enabled(request),
     }
-    return await many(conn, Q.runtime_activity, params)
+    return await json_rows(conn, Q.runtime_activity, params)
 
 
 async def _workspace_report(
@@ -121,7 +129,7 @@ async def _workspace_report(
         "tz": tz,
         "rollup": rollup_enabled(request),
     }
-    return exact_json(await many(conn, sql, params))
+    return await json_rows(conn, sql, params)
 
 
 async def workspace_daily(

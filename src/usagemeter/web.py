@@ -126,6 +126,20 @@ def exact_json(content: Any) -> Response:
     return Response(body, media_type="application/json")
 
 
+async def json_rows(conn: AConn, sql: str, params: dict[str, Any]) -> Response:
+    """A query's rows as a compact JSON array in their order, rendered by PostgreSQL:
+    numbers exactly as stored, and no Python object per row or value (a report may have
+    hundreds of rows). An aggregate over a sorted subquery reads it in order."""
+    cur = await conn.execute(
+        "SELECT coalesce('[' || string_agg(row_to_json(q)::text, ',') || ']', '[]')"
+        f" AS body FROM ({sql.rstrip().removesuffix(';')}) q",
+        params,
+    )
+    row = await cur.fetchone()
+    assert row is not None  # an aggregate always has one row
+    return Response(row["body"], media_type="application/json")
+
+
 def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
