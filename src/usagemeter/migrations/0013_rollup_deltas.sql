@@ -208,7 +208,7 @@ BEGIN
         WITH k AS (
             SELECT k.runtime_id, utc_start(k.day) AS lo, utc_start(k.day + 1) AS hi
             FROM unnest(p_runtime_ids, p_days) k(runtime_id, day)
-        ), cut AS (
+        ), cut AS MATERIALIZED (  -- once, not per row
             SELECT usage_cuts() AS s
         )
         SELECT ROW(u.runtime_id, seg_start(u.created_at, cut.s), u.agent_id, u.provider,
@@ -255,7 +255,10 @@ $$;
 -- re-cut, or NULL when another tick holds the lock.
 CREATE OR REPLACE FUNCTION rollup(p_limit integer DEFAULT 10000)
 RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Its statements' costs are guesses (the batch size is unknown when planned), and JIT
+-- compiling them cost more than running them.
+SET jit = off AS $$
 DECLARE
     v_rows usage_rollup[];
     v_runtime_ids uuid[];
@@ -269,19 +272,23 @@ BEGIN
     -- A folded +1 row whose (task, model) has a row under another provider is noted: of
     -- two such rows, the one folded last sees the other committed.
     WITH batch AS (
+        -- = ANY(ARRAY(...)): probes by primary key, never a scan of a queue full of rows
+        -- deleted by earlier ticks and not yet vacuumed.
         DELETE FROM usage_dirty
-        WHERE id IN (SELECT id FROM usage_dirty ORDER BY id LIMIT p_limit)
+        WHERE id = ANY (ARRAY(SELECT id FROM usage_dirty ORDER BY id LIMIT p_limit))
         RETURNING *
     ), multi AS (
         INSERT INTO usage_multi_provider (task_id, model)
         SELECT DISTINCT b.task_id, b.model
         FROM batch b
+        -- A probe per delta (LATERAL ... LIMIT 1), never a join with all of task_usage.
+        CROSS JOIN LATERAL (SELECT FROM task_usage o
+                            WHERE o.task_id = b.task_id AND o.model = b.model
+                              AND o.provider <> b.provider
+                            LIMIT 1) o
         WHERE b.rows > 0
-          AND EXISTS (SELECT FROM task_usage o
-                      WHERE o.task_id = b.task_id AND o.model = b.model
-                        AND o.provider <> b.provider)
         ON CONFLICT DO NOTHING
-    ), cut AS (
+    ), cut AS MATERIALIZED (  -- once, not per row
         SELECT usage_cuts() AS s
     )
     SELECT array_agg(ROW(b.runtime_id, seg_start(b.created_at, cut.s), b.agent_id, b.provider,
