@@ -43,7 +43,8 @@ def test_migration_schedules_the_tick_and_pg_cron_runs_it(cron_db: str) -> None:
         deadline = time.monotonic() + 90
         while rollup.health(conn)["queue_depth"] and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert rollup.health(conn)["queue_depth"] == 0
+        details = conn.execute("SELECT status, return_message FROM cron.job_run_details").fetchall()
+        assert rollup.health(conn)["queue_depth"] == 0, details
         runs = conn.execute(
             "SELECT status FROM cron.job_run_details ORDER BY runid DESC LIMIT 1"
         ).fetchone()

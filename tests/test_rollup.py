@@ -305,6 +305,22 @@ def test_reads_add_queued_changes_to_segments_and_backfill_repairs_them(
     assert r.exit_code == 2
 
 
+def test_multi_provider_pairs_follow_their_rows(world: World, db: psycopg.Connection[Row]) -> None:
+    ws = world.workspace()
+    rid = world.runtime(ws, tz="UTC")
+    task = world.task(world.agent(ws, rid), rid)
+    world.usage(task, provider="anthropic")
+    rollup.drain(db)
+    pairs = "SELECT task_id, model FROM usage_multi_provider"
+    assert db.execute(pairs).fetchall() == []
+    world.usage(task, provider="bedrock")
+    rollup.drain(db)
+    assert db.execute(pairs).fetchall() == [{"task_id": task, "model": "claude-sonnet-4-5"}]
+    db.execute("DELETE FROM task_usage WHERE provider = 'bedrock'")
+    rollup.drain(db)
+    assert db.execute(pairs).fetchall() == []
+
+
 def test_a_new_zone_is_read_raw_until_its_offsets_are_built(
     world: World, db: psycopg.Connection[Row]
 ) -> None:
@@ -485,12 +501,15 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
     cols = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
     sums = ", ".join(f"sum({c})::bigint AS {c}" for c in cols)
     keys = "workspace_id, seg_start, provider, model, reported"
-    assert db.execute(
-        f"SELECT {keys}, {', '.join(cols)}, cost_usd, rows FROM usage_rollup_ws ORDER BY {keys}"
-    ).fetchall() == db.execute(
-        f"SELECT {keys}, {sums}, sum(cost_usd) AS cost_usd, sum(rows)::int AS rows"
-        f" FROM usage_rollup GROUP BY {keys} ORDER BY {keys}"
-    ).fetchall()
+    assert (
+        db.execute(
+            f"SELECT {keys}, {', '.join(cols)}, cost_usd, rows FROM usage_rollup_ws ORDER BY {keys}"
+        ).fetchall()
+        == db.execute(
+            f"SELECT {keys}, {sums}, sum(cost_usd) AS cost_usd, sum(rows)::int AS rows"
+            f" FROM usage_rollup GROUP BY {keys} ORDER BY {keys}"
+        ).fetchall()
+    )
 
 
 def test_activity_of_a_zone_built_while_changes_are_queued(

@@ -70,17 +70,22 @@ def database_url(cfg: Config) -> str:
     return cfg.database_url or start_embedded(cfg.data_dir)
 
 
+# Report math never depends on the zone; it only fixes how timestamps are rendered.
+# Reports are index reads whose cost estimates (a window of unknown size) can pass
+# jit_above_cost, and compiling them took seconds where running them takes milliseconds.
+_SESSION = "SET TimeZone = 'UTC'; SET jit = off"
+
+
 def connect(url: str) -> psycopg.Connection[Row]:
     """A synchronous autocommit connection (CLI, migrations, tests)."""
     conn = psycopg.connect(url, autocommit=True, row_factory=dict_row)
-    conn.execute("SET TimeZone = 'UTC'")
+    conn.execute(_SESSION)
     return conn
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
-    # Report math never depends on the zone; it only fixes how timestamps are rendered.
     # Custom plans let the report functions fold their scope and key arguments away.
-    await conn.execute("SET TimeZone = 'UTC'; SET plan_cache_mode = force_custom_plan")
+    await conn.execute(_SESSION + "; SET plan_cache_mode = force_custom_plan")
 
 
 def make_pool(url: str, max_size: int) -> AsyncConnectionPool[psycopg.AsyncConnection[Row]]:

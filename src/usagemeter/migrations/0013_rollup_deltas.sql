@@ -269,25 +269,30 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    -- A folded +1 row whose (task, model) has a row under another provider is noted: of
-    -- two such rows, the one folded last sees the other committed.
+    -- usage_multi_provider follows the deltas: a (task, model) pair reported under two or
+    -- more providers is added when a +1 delta of it folds, and removed when a -1 delta of
+    -- it folds and it no longer is. Of two rows of a pair, the one folded last sees the
+    -- other committed; a read finds pairs among the deltas still queued itself.
     WITH batch AS (
         -- = ANY(ARRAY(...)): probes by primary key, never a scan of a queue full of rows
         -- deleted by earlier ticks and not yet vacuumed.
         DELETE FROM usage_dirty
         WHERE id = ANY (ARRAY(SELECT id FROM usage_dirty ORDER BY id LIMIT p_limit))
         RETURNING *
-    ), multi AS (
+    ), pair AS (
+        SELECT k.task_id, k.model, bool_or(k.rows > 0) AS added,
+               (SELECT count(DISTINCT o.provider) FROM task_usage o
+                WHERE o.task_id = k.task_id AND o.model = k.model) > 1 AS multi
+        FROM batch k
+        GROUP BY k.task_id, k.model
+    ), added AS (
         INSERT INTO usage_multi_provider (task_id, model)
-        SELECT DISTINCT b.task_id, b.model
-        FROM batch b
-        -- A probe per delta (LATERAL ... LIMIT 1), never a join with all of task_usage.
-        CROSS JOIN LATERAL (SELECT FROM task_usage o
-                            WHERE o.task_id = b.task_id AND o.model = b.model
-                              AND o.provider <> b.provider
-                            LIMIT 1) o
-        WHERE b.rows > 0
+        SELECT task_id, model FROM pair WHERE multi AND added
         ON CONFLICT DO NOTHING
+    ), removed AS (
+        DELETE FROM usage_multi_provider m
+        USING pair p
+        WHERE NOT p.multi AND (m.task_id, m.model) = (p.task_id, p.model)
     ), cut AS MATERIALIZED (  -- once, not per row
         SELECT usage_cuts() AS s
     )
@@ -389,27 +394,28 @@ LANGUAGE sql STABLE AS $$
         ) m
     ), raw AS (
         -- One branch per kind of scope, so that the scope is an index condition even when
-        -- it comes from an outer query (GET /api/runtimes).
-        SELECT u.* FROM task_usage u, span s
+        -- it comes from an outer query (GET /api/runtimes), and so is the time: span is
+        -- read by scalar subqueries (a join with it would filter a scan of every row).
+        SELECT u.* FROM task_usage u
         WHERE p_runtime_id IS NOT NULL AND u.runtime_id = p_runtime_id
-          AND u.created_at >= greatest(p_since, s.seg_end)
+          AND u.created_at >= greatest(p_since, (SELECT s.seg_end FROM span s))
         UNION ALL
-        SELECT u.* FROM task_usage u, span s
+        SELECT u.* FROM task_usage u
         WHERE p_runtime_id IS NULL AND u.workspace_id = p_workspace_id
-          AND u.created_at >= greatest(p_since, s.seg_end)
+          AND u.created_at >= greatest(p_since, (SELECT s.seg_end FROM span s))
         UNION ALL
         SELECT u.* FROM task_usage u
         WHERE p_runtime_id IS NULL AND p_workspace_id IS NULL
           AND u.task_id IN (SELECT t.id FROM agent_task_queue t WHERE t.issue_id = p_issue_id)
           AND u.created_at >= p_since
     ), queued AS (
-        SELECT d.* FROM usage_dirty d, span s
+        SELECT d.* FROM usage_dirty d
         WHERE p_rollup AND p_runtime_id IS NOT NULL AND d.runtime_id = p_runtime_id
-          AND d.created_at >= p_since AND d.created_at < s.seg_end
+          AND d.created_at >= p_since AND d.created_at < (SELECT s.seg_end FROM span s)
         UNION ALL
-        SELECT d.* FROM usage_dirty d, span s
+        SELECT d.* FROM usage_dirty d
         WHERE p_rollup AND p_runtime_id IS NULL AND d.workspace_id = p_workspace_id
-          AND d.created_at >= p_since AND d.created_at < s.seg_end
+          AND d.created_at >= p_since AND d.created_at < (SELECT s.seg_end FROM span s)
     ), multi AS (
         SELECT m.task_id, m.model FROM usage_multi_provider m WHERE p_rollup AND p_count_tasks
         UNION
@@ -440,17 +446,17 @@ LANGUAGE sql STABLE AS $$
                x.reported, x.cost_usd,
                x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
                x.rows, CASE WHEN p_count_tasks THEN x.rows ELSE 0 END, NULL
-        FROM usage_rollup x, span s
+        FROM usage_rollup x
         WHERE p_rollup AND p_runtime_id IS NOT NULL AND x.runtime_id = p_runtime_id
-          AND x.seg_start >= p_since AND x.seg_start < s.seg_end
+          AND x.seg_start >= p_since AND x.seg_start < (SELECT s.seg_end FROM span s)
         UNION ALL
         SELECT x.seg_start, x.workspace_id, NULL, x.provider, x.model,
                x.reported, x.cost_usd,
                x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
                x.rows, CASE WHEN p_count_tasks THEN x.rows ELSE 0 END, NULL
-        FROM usage_rollup_ws x, span s
+        FROM usage_rollup_ws x
         WHERE p_rollup AND p_runtime_id IS NULL AND x.workspace_id = p_workspace_id
-          AND x.seg_start >= p_since AND x.seg_start < s.seg_end
+          AND x.seg_start >= p_since AND x.seg_start < (SELECT s.seg_end FROM span s)
         UNION ALL
         SELECT u.created_at, u.workspace_id, u.agent_id, u.provider, u.model,
                true, 0, 0, 0, 0, 0, 0, -1, u.task_id
