@@ -321,6 +321,28 @@ def test_multi_provider_pairs_follow_their_rows(world: World, db: psycopg.Connec
     assert db.execute(pairs).fetchall() == []
 
 
+def test_changes_folded_while_a_new_offset_is_cut_stay_exact(
+    world: World, db: psycopg.Connection[Row]
+) -> None:
+    ws = world.workspace()
+    rid = world.runtime(ws, tz="UTC")
+    agent = world.agent(ws, rid)
+    first, second = world.task(agent, rid), world.task(agent, rid)
+    evening = world.today_utc() - timedelta(hours=4)  # yesterday 20:00 UTC
+    world.usage(first, at=evening, tokens=(100, 0, 0, 0))
+    rollup.drain(db)  # its segment starts at 00:00 UTC, the only cut
+    db.execute("SELECT register_zone('Asia/Kathmandu')")  # cuts at 18:15 UTC from now on
+    # Both fold into the 18:15 segment: -100 and +7 rows, no rows but not nothing.
+    db.execute("DELETE FROM task_usage WHERE task_id = %s", (first,))
+    world.usage(second, at=evening + timedelta(hours=1), tokens=(7, 0, 0, 0))
+    assert rollup.tick(db) is not None  # folds, and starts re-cutting for +05:45
+    for read in (usage.Q.runtime_usage, usage.Q.workspace_daily):
+        p = {"runtime_id": rid, "workspace_id": ws, "days": 1, "tz": "UTC"}
+        fast = db.execute(read, {**p, "rollup": True}).fetchall()
+        assert fast == db.execute(read, {**p, "rollup": False}).fetchall()
+        assert [r.get("input_tokens", r.get("total_input_tokens")) for r in fast] == [7]
+
+
 def test_a_new_zone_is_read_raw_until_its_offsets_are_built(
     world: World, db: psycopg.Connection[Row]
 ) -> None:

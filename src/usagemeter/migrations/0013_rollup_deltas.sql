@@ -151,8 +151,8 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- Add signed rows (each a usage_rollup row: a segment key and sums, negative to subtract)
--- to both segment tables, and delete the segments left with no rows. Callers hold the
--- rollup lock.
+-- to both segment tables, and delete the segments left empty. Callers hold the rollup
+-- lock.
 CREATE FUNCTION rollup_add(p_rows usage_rollup[])
 RETURNS void
 LANGUAGE sql AS $$
@@ -191,8 +191,16 @@ LANGUAGE sql AS $$
                   cost_usd = r.cost_usd + excluded.cost_usd,
                   rows = r.rows + excluded.rows;
 
-    DELETE FROM usage_rollup WHERE rows = 0;
-    DELETE FROM usage_rollup_ws WHERE rows = 0;
+    -- Only segments that are all zero: while a new offset is being built, a row folded
+    -- before it was cut may be subtracted from a later segment, which then holds no rows
+    -- but not nothing until the re-cut (reads stay exact: both segments lie in one local
+    -- day of every ready offset).
+    DELETE FROM usage_rollup
+    WHERE rows = 0 AND (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+                        coalesce(cost_usd, 0)) = (0, 0, 0, 0, 0);
+    DELETE FROM usage_rollup_ws
+    WHERE rows = 0 AND (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+                        coalesce(cost_usd, 0)) = (0, 0, 0, 0, 0);
 $$;
 
 -- Recompute the segments of (runtime, UTC day) keys, cut by every registered offset, as
