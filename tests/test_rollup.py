@@ -514,9 +514,17 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
         " ORDER BY runtime_id, seg_start, workspace_id, agent_id, provider, model, reported"
     )
     before = db.execute(seg).fetchall()
-    assert db.execute("SELECT count(*) AS n FROM task_usage").fetchone() == {
+    assert before and db.execute("SELECT count(*) AS n FROM task_usage").fetchone() == {
         "n": sum(r["rows"] for r in before)
     }
+    # The ticks alone listed exactly the (task, model) pairs under two or more providers.
+    listed = "SELECT task_id, model FROM usage_multi_provider ORDER BY 1, 2"
+    multi = (
+        "SELECT task_id, model FROM task_usage GROUP BY 1, 2"
+        " HAVING count(DISTINCT provider) > 1 ORDER BY 1, 2"
+    )
+    truth = db.execute(multi).fetchall()
+    assert truth and db.execute(listed).fetchall() == truth
     rollup.recompute(db, rollup.backfill_keys(db, date(1, 1, 1), date(9999, 12, 30)))
     assert db.execute(seg).fetchall() == before
     # The workspace segments are the sums of the runtime segments.

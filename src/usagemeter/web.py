@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
-from usagemeter.db import AConn
+from usagemeter.db import AConn, one
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _DAYS = re.compile(r"[0-9]{1,3}")
@@ -130,12 +130,12 @@ async def json_rows(conn: AConn, sql: str, params: dict[str, Any]) -> Response:
     """A query's rows as a compact JSON array in their order, rendered by PostgreSQL:
     numbers exactly as stored, and no Python object per row or value (a report may have
     hundreds of rows). An aggregate over a sorted subquery reads it in order."""
-    cur = await conn.execute(
+    row = await one(
+        conn,
         "SELECT coalesce('[' || string_agg(row_to_json(q)::text, ',') || ']', '[]')"
         f" AS body FROM ({sql.rstrip().removesuffix(';')}) q",
         params,
     )
-    row = await cur.fetchone()
     assert row is not None  # an aggregate always has one row
     return Response(row["body"], media_type="application/json")
 

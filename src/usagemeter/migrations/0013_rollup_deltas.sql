@@ -203,9 +203,31 @@ LANGUAGE sql AS $$
                         coalesce(cost_usd, 0)) = (0, 0, 0, 0, 0);
 $$;
 
+-- Bring usage_multi_provider up to date for some (task, model) pairs: a pair is listed
+-- while task_usage has it under two or more providers. The tick passes the pairs of the
+-- deltas it folds and a recompute those of its keys' rows: of two rows of a pair, the one
+-- handled last sees the other committed (a read finds pairs among queued deltas itself).
+CREATE FUNCTION multi_provider_sync(p_task_ids uuid[], p_models text[])
+RETURNS void
+LANGUAGE sql AS $$
+    WITH pair AS (
+        SELECT k.task_id, k.model,
+               (SELECT count(DISTINCT o.provider) FROM task_usage o
+                WHERE o.task_id = k.task_id AND o.model = k.model) > 1 AS multi
+        FROM (SELECT DISTINCT * FROM unnest(p_task_ids, p_models)) k(task_id, model)
+    ), removed AS (
+        DELETE FROM usage_multi_provider m
+        USING pair p
+        WHERE NOT p.multi AND (m.task_id, m.model) = (p.task_id, p.model)
+    )
+    INSERT INTO usage_multi_provider (task_id, model)
+    SELECT task_id, model FROM pair WHERE multi
+    ON CONFLICT DO NOTHING;
+$$;
+
 -- Recompute the segments of (runtime, UTC day) keys, cut by every registered offset, as
 -- task_usage minus the deltas still queued (the folded state at this one snapshot), and
--- add the difference to the segments as they are. Also notes multi-provider (task, model)
+-- add the difference to the segments as they are; syncs the multi-provider (task, model)
 -- pairs among the keys' rows. Callers hold the rollup lock (rollup_lock): two recomputes
 -- of one key from different snapshots could otherwise write the older answer last.
 CREATE OR REPLACE FUNCTION rollup_recompute(p_runtime_ids uuid[], p_days date[])
@@ -245,14 +267,10 @@ BEGIN
             AND r.seg_start >= k.lo AND r.seg_start < k.hi
     ));
 
-    INSERT INTO usage_multi_provider (task_id, model)
-    SELECT DISTINCT u.task_id, u.model
+    PERFORM multi_provider_sync(array_agg(u.task_id), array_agg(u.model))
     FROM unnest(p_runtime_ids, p_days) k(runtime_id, day)
     JOIN task_usage u ON u.runtime_id = k.runtime_id
-        AND u.created_at >= utc_start(k.day) AND u.created_at < utc_start(k.day + 1)
-    WHERE EXISTS (SELECT FROM task_usage o
-                  WHERE o.task_id = u.task_id AND o.model = u.model AND o.provider <> u.provider)
-    ON CONFLICT DO NOTHING;
+        AND u.created_at >= utc_start(k.day) AND u.created_at < utc_start(k.day + 1);
 
     RETURN cardinality(p_runtime_ids);
 END
@@ -269,6 +287,8 @@ LANGUAGE plpgsql
 SET jit = off AS $$
 DECLARE
     v_rows usage_rollup[];
+    v_task_ids uuid[];
+    v_models text[];
     v_runtime_ids uuid[];
     v_days date[];
     v_done integer := 0;
@@ -277,40 +297,24 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    -- usage_multi_provider follows the deltas: a (task, model) pair reported under two or
-    -- more providers is added when a +1 delta of it folds, and removed when a -1 delta of
-    -- it folds and it no longer is. Of two rows of a pair, the one folded last sees the
-    -- other committed; a read finds pairs among the deltas still queued itself.
     WITH batch AS (
         -- = ANY(ARRAY(...)): probes by primary key, never a scan of a queue full of rows
         -- deleted by earlier ticks and not yet vacuumed.
         DELETE FROM usage_dirty
         WHERE id = ANY (ARRAY(SELECT id FROM usage_dirty ORDER BY id LIMIT p_limit))
         RETURNING *
-    ), pair AS (
-        SELECT k.task_id, k.model, bool_or(k.rows > 0) AS added,
-               (SELECT count(DISTINCT o.provider) FROM task_usage o
-                WHERE o.task_id = k.task_id AND o.model = k.model) > 1 AS multi
-        FROM batch k
-        GROUP BY k.task_id, k.model
-    ), added AS (
-        INSERT INTO usage_multi_provider (task_id, model)
-        SELECT task_id, model FROM pair WHERE multi AND added
-        ON CONFLICT DO NOTHING
-    ), removed AS (
-        DELETE FROM usage_multi_provider m
-        USING pair p
-        WHERE NOT p.multi AND (m.task_id, m.model) = (p.task_id, p.model)
     ), cut AS MATERIALIZED (  -- once, not per row
         SELECT usage_cuts() AS s
     )
     SELECT array_agg(ROW(b.runtime_id, seg_start(b.created_at, cut.s), b.agent_id, b.provider,
                          b.model, b.cost_usd IS NOT NULL, b.workspace_id, b.input_tokens,
                          b.output_tokens, b.cache_read_tokens, b.cache_write_tokens,
-                         b.cost_usd, b.rows)::usage_rollup)
-    INTO v_rows
+                         b.cost_usd, b.rows)::usage_rollup),
+           array_agg(b.task_id), array_agg(b.model)
+    INTO v_rows, v_task_ids, v_models
     FROM batch b, cut;
     PERFORM rollup_add(v_rows);
+    PERFORM multi_provider_sync(v_task_ids, v_models);
     v_done := coalesce(cardinality(v_rows), 0);
 
     WITH batch AS (
