@@ -271,23 +271,34 @@ def _runtime_report(conn: psycopg.Connection[Row], rid: Any, rollup: bool) -> li
     return conn.execute(usage.Q.runtime_usage, p).fetchall()
 
 
-def test_reads_add_queued_changes_to_segments_and_backfill_repairs_them(
-    world: World, db: psycopg.Connection[Row], db_url: str, monkeypatch: pytest.MonkeyPatch
+# Read in Asia/Kolkata: a runtime in UTC is read from its segments, one in Asia/Kolkata from
+# its day buckets.
+@pytest.mark.parametrize(
+    ("runtime_tz", "buckets"), [("UTC", "usage_rollup"), ("Asia/Kolkata", "usage_day")]
+)
+def test_reads_add_queued_changes_to_buckets_and_backfill_repairs_them(
+    world: World,
+    db: psycopg.Connection[Row],
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    runtime_tz: str,
+    buckets: str,
 ) -> None:
     ws = world.workspace()
-    rid = world.runtime(ws, tz="Asia/Kolkata")
+    rid = world.runtime(ws, tz=runtime_tz)
     task = world.task(world.agent(ws, rid), rid)
     at = world.today_utc() - timedelta(days=2)
     world.usage(task, at=at + timedelta(hours=20), tokens=(100, 0, 0, 0))
     world.usage(task, model="gpt-5", at=at + timedelta(hours=3), tokens=(7, 0, 0, 0))
+    db.execute(usage.Q.register_zone, {"tz": "Asia/Kolkata"})  # segments cut for it
     rollup.drain(db)
     raw = _runtime_report(db, rid, False)
     assert _runtime_report(db, rid, True) == raw and len(raw) == 2
-    # Tamper with the segments: the rollup path reads them, the raw path does not.
-    db.execute("UPDATE usage_rollup SET input_tokens = input_tokens + 1")
+    # Tamper with the buckets: the rollup path reads them, the raw path does not.
+    db.execute(f"UPDATE {buckets} SET input_tokens = input_tokens + 1")
     tampered = _runtime_report(db, rid, True)
     assert [r["input_tokens"] for r in tampered] == [101, 8]
-    # A correction is read at once, as a queued delta (-100 +150) on top of the segment,
+    # A correction is read at once, as a queued delta (-100 +150) on top of the bucket,
     # and a tick folds that same delta in: the tampering stays until a backfill.
     world.usage(task, at=at + timedelta(hours=20), tokens=(150, 0, 0, 0))
     assert [r["input_tokens"] for r in _runtime_report(db, rid, True)] == [151, 8]
@@ -303,6 +314,35 @@ def test_reads_add_queued_changes_to_segments_and_backfill_repairs_them(
         assert _runtime_report(db, rid, True) == raw
     r = CliRunner().invoke(app, ["backfill", "--from", "2026-02-02", "--to", "2026-02-01"])
     assert r.exit_code == 2
+
+
+def test_a_zone_change_rebuilds_the_day_buckets(world: World, db: psycopg.Connection[Row]) -> None:
+    ws = world.workspace()
+    rid = world.runtime(ws, tz="UTC")
+    task = world.task(world.agent(ws, rid), rid)
+    at = world.today_utc() - timedelta(days=2, hours=4)  # 01:30 the next day in Kolkata
+    world.usage(task, at=at, tokens=(100, 0, 0, 0))
+    rollup.drain(db)
+    days = "SELECT day, utc_day, rows FROM usage_day WHERE runtime_id = %s"
+    assert db.execute(days, (rid,)).fetchall() == [
+        {"day": at.date(), "utc_day": at.date(), "rows": 1}
+    ]
+    db.execute("UPDATE agent_runtime SET timezone = 'Asia/Kolkata' WHERE id = %s", (rid,))
+    assert rollup.health(db)["zones_building"] == 1
+    # Until a tick rebuilds them, reads in the new zone do not use them.
+    db.execute(f"UPDATE usage_day SET input_tokens = 0 WHERE runtime_id = '{rid}'")
+    raw = _runtime_report(db, rid, False)
+    assert [r["date"] for r in raw] == [str(at.date() + timedelta(days=1))]
+    assert _runtime_report(db, rid, True) == raw
+    rollup.tick(db)
+    assert rollup.health(db)["zones_building"] == 0
+    assert db.execute(days, (rid,)).fetchall() == [
+        {"day": at.date() + timedelta(days=1), "utc_day": at.date(), "rows": 1}
+    ]
+    assert _runtime_report(db, rid, True) == raw
+    # and then the day buckets serve them.
+    db.execute("UPDATE usage_day SET input_tokens = 1")
+    assert [r["input_tokens"] for r in _runtime_report(db, rid, True)] == [1]
 
 
 def test_multi_provider_pairs_follow_their_rows(world: World, db: psycopg.Connection[Row]) -> None:
@@ -470,6 +510,13 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
             (rnd.randrange(500), rnd.choice(tasks)),
         )
 
+    def rezone(conn: psycopg.Connection[Row], rnd: random.Random) -> None:
+        conn.execute(
+            "UPDATE agent_runtime SET timezone = %s WHERE id = %s",
+            (rnd.choice(["America/New_York", "Asia/Kolkata"]), rts[1]),
+        )
+        time.sleep(0.05)
+
     def tick(conn: psycopg.Connection[Row], rnd: random.Random) -> None:
         rollup.tick(conn, rnd.choice([1, 5, 100]))
 
@@ -492,7 +539,7 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
             assert a == conn.execute(usage.Q.workspace_daily, {**p, "rollup": False}).fetchall()
         compared[0] += 1
 
-    bodies = [write, write, write, move, start, tick, tick, check]
+    bodies = [write, write, write, move, start, rezone, tick, tick, check]
     threads = [threading.Thread(target=worker, args=(b,)) for b in bodies]
     for t in threads:
         t.start()
@@ -513,7 +560,11 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
         "SELECT * FROM usage_rollup"
         " ORDER BY runtime_id, seg_start, workspace_id, agent_id, provider, model, reported"
     )
-    before = db.execute(seg).fetchall()
+    day = (
+        "SELECT * FROM usage_day"
+        " ORDER BY runtime_id, day, utc_day, workspace_id, agent_id, provider, model, reported"
+    )
+    before, before_day = db.execute(seg).fetchall(), db.execute(day).fetchall()
     assert before and db.execute("SELECT count(*) AS n FROM task_usage").fetchone() == {
         "n": sum(r["rows"] for r in before)
     }
@@ -527,6 +578,7 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
     assert truth and db.execute(listed).fetchall() == truth
     rollup.recompute(db, rollup.backfill_keys(db, date(1, 1, 1), date(9999, 12, 30)))
     assert db.execute(seg).fetchall() == before
+    assert db.execute(day).fetchall() == before_day
     # The workspace segments are the sums of the runtime segments.
     cols = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
     sums = ", ".join(f"sum({c})::bigint AS {c}" for c in cols)
@@ -538,6 +590,21 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
         == db.execute(
             f"SELECT {keys}, {sums}, sum(cost_usd) AS cost_usd, sum(rows)::int AS rows"
             f" FROM usage_rollup GROUP BY {keys} ORDER BY {keys}"
+        ).fetchall()
+    )
+    # The day buckets are task_usage summed per local date in each runtime's zone.
+    assert db.execute("SELECT count(*) AS n FROM usage_day_zone WHERE NOT ready").fetchone() == {
+        "n": 0
+    }
+    assert (
+        before_day
+        == db.execute(
+            "SELECT u.runtime_id, (u.created_at AT TIME ZONE r.timezone)::date AS day,"
+            " utc_day(u.created_at) AS utc_day, u.workspace_id, u.agent_id, u.provider, u.model,"
+            f" u.cost_usd IS NOT NULL AS reported, {sums}, sum(cost_usd) AS cost_usd,"
+            " count(*)::int AS rows"
+            " FROM task_usage u JOIN agent_runtime r ON r.id = u.runtime_id"
+            " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8"
         ).fetchall()
     )
 

@@ -289,6 +289,7 @@ def status() -> None:
             f"{state['offsets']} UTC offsets, {state['offsets_building']} being built, "
             f"{state['rebuild_keys']} runtime days to re-cut",
         )
+        table.add_row("rollup day buckets", f"{state['zones_building']} runtimes to rebuild")
     Console().print(table)
 
 

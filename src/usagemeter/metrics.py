@@ -62,6 +62,11 @@ ROLLUP = {
         "Runtime days still to re-cut for newly used UTC offsets.",
         registry=REGISTRY,
     ),
+    "zones_building": Gauge(
+        "usagemeter_rollup_zones_building",
+        "Runtimes whose day buckets wait to be rebuilt in a new zone.",
+        registry=REGISTRY,
+    ),
 }
 
 

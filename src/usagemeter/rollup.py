@@ -37,7 +37,9 @@ def drain(conn: psycopg.Connection[Row], limit: int = TICK_LIMIT) -> int:
             continue
         total += done
         state = health(conn)
-        if not (state["queue_depth"] or state["rebuild_keys"] or state["offsets_building"]):
+        if not any(
+            state[k] for k in ("queue_depth", "rebuild_keys", "offsets_building", "zones_building")
+        ):
             return total
 
 

@@ -1,4 +1,4 @@
--- The rollup's operations (its tables and functions: migrations 0010, 0011, 0013).
+-- The rollup's operations (its tables and functions: migrations 0010, 0011, 0013, 0014).
 
 -- name: tick
 -- One tick: NULL when another tick holds the lock, else the changes folded plus the
@@ -13,17 +13,22 @@ SELECT (SELECT count(*) FROM usage_dirty) AS queue_depth,
        (SELECT count(*) FROM usage_rebuild) AS rebuild_keys,
        (SELECT count(*) FROM usage_offset WHERE state <> 'ready') AS offsets_building,
        (SELECT count(*) FROM usage_offset) AS offsets,
+       (SELECT count(*) FROM usage_day_zone WHERE NOT ready) AS zones_building,
        s.ticks, extract(epoch FROM s.last_tick_at) AS last_tick_at, s.last_keys
 FROM rollup_state s;
 
 -- name: backfill_keys
--- The (runtime, UTC day) keys with usage or segments from p_from to p_to (UTC dates).
+-- The (runtime, UTC day) keys with usage, segments or day buckets from p_from to p_to (UTC
+-- dates).
 SELECT runtime_id, day
 FROM (SELECT runtime_id, utc_day(created_at) AS day FROM task_usage
       WHERE created_at >= utc_start(%(from)s) AND created_at < utc_start(%(to)s + 1)
       UNION
       SELECT runtime_id, utc_day(seg_start) FROM usage_rollup
-      WHERE seg_start >= utc_start(%(from)s) AND seg_start < utc_start(%(to)s + 1)) k
+      WHERE seg_start >= utc_start(%(from)s) AND seg_start < utc_start(%(to)s + 1)
+      UNION
+      SELECT runtime_id, utc_day FROM usage_day
+      WHERE utc_day >= %(from)s AND utc_day <= %(to)s) k
 ORDER BY day, runtime_id;
 
 -- name: lock
