@@ -295,6 +295,7 @@ def bench(server: str, rows: int, runs: int, reuse: bool) -> dict[str, Any]:
             "SELECT (SELECT count(*) FROM task_usage) AS usage,"
             " (SELECT count(*) FROM usage_rollup) AS segments,"
             " (SELECT count(*) FROM usage_rollup_ws) AS ws_segments,"
+            " (SELECT count(*) FROM usage_day) AS day_buckets,"
             " (SELECT count(*) FROM activity_rollup) AS activity,"
             " (SELECT count(*) FROM usage_offset) AS offsets"
         ).fetchone()
@@ -319,6 +320,10 @@ def bench(server: str, rows: int, runs: int, reuse: bool) -> dict[str, Any]:
     return result
 
 
+def rollup_rows(r: dict[str, Any]) -> int:
+    return sum(r["sizes"][k] for k in ("segments", "ws_segments", "day_buckets"))
+
+
 def report(results: list[dict[str, Any]]) -> None:
     sizes = " | ".join(f"{r['rows']:,} rows: rollup ms / raw ms / ratio" for r in results)
     print(f"\n| read (median of runs, database round trip) | {sizes} |")
@@ -338,10 +343,10 @@ def report(results: list[dict[str, Any]]) -> None:
     print("|---|" + "---|" * len(results))
     rows = [
         (
-            "segments (runtime + workspace) / task_usage rows",
+            "rollup rows (runtime segments + workspace segments + day buckets) / task_usage rows",
             lambda r: (
-                f"{r['sizes']['segments']:,} + {r['sizes']['ws_segments']:,} "
-                f"({(r['sizes']['segments'] + r['sizes']['ws_segments']) / r['rows']:.3f}x, "
+                f"{r['sizes']['segments']:,} + {r['sizes']['ws_segments']:,} + "
+                f"{r['sizes']['day_buckets']:,} ({rollup_rows(r) / r['rows']:.3f}x, "
                 f"{r['sizes']['offsets']} UTC offsets)"
             ),
         ),

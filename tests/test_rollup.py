@@ -419,17 +419,22 @@ def test_cli_rollup_status_and_metrics(
     task = world.task(world.agent(ws, rid), rid)
     world.usage(task)
     world.usage(task, model="gpt-5")
+    world.db.execute("UPDATE agent_runtime SET timezone = 'Asia/Tokyo' WHERE id = %s", (rid,))
     text = client.get("/metrics").text
     assert "usagemeter_rollup_queue_depth 2.0" in text
+    assert "usagemeter_rollup_zones_building 1.0" in text
     r = CliRunner().invoke(app, ["status"])
     assert r.exit_code == 0 and "rollup queue" in r.output and "2 changes" in r.output, r.output
+    assert "1 runtimes to rebuild" in r.output, r.output
     r = CliRunner().invoke(app, ["rollup"])
     assert r.exit_code == 0 and "rollup up to date" in r.output, r.output
     text = client.get("/metrics").text
     assert "usagemeter_rollup_queue_depth 0.0" in text
     assert "usagemeter_rollup_last_tick_timestamp_seconds" in text
+    assert "usagemeter_rollup_zones_building 0.0" in text
     r = CliRunner().invoke(app, ["status"])
     assert "0 changes" in r.output and "never" not in r.output, r.output
+    assert "0 runtimes to rebuild" in r.output, r.output
 
 
 def test_serve_ticks_in_the_background(config: Config, db_url: str, world: World) -> None:

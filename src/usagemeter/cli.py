@@ -282,7 +282,8 @@ def status() -> None:
             "never"
             if last is None
             else f"{time.time() - float(last):.1f} s ago "
-            f"({state['last_keys']} changes folded or days re-cut; {state['ticks']} ticks in all)",
+            f"({state['last_keys']} changes folded, days re-cut or runtimes rebuilt; "
+            f"{state['ticks']} ticks in all)",
         )
         table.add_row(
             "rollup offsets",
@@ -303,7 +304,7 @@ def rollup_cmd(
     with connect(url) as conn:
         if not loop:
             done = rollup.drain(conn)
-            print(f"rollup up to date ({done} changes folded or runtime days re-cut)")
+            print(f"rollup up to date ({done} changes folded, days re-cut or runtimes rebuilt)")
             return
         while True:
             rollup.tick(conn)

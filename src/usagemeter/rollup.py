@@ -15,20 +15,20 @@ from psycopg_pool import AsyncConnectionPool
 from usagemeter.db import Row, queries
 
 Q = queries(__file__)
-TICK_LIMIT = 10000  # queued changes (and days to re-cut) per tick: bounds one transaction
+TICK_LIMIT = 10000  # queued changes (days to re-cut, usage rows to rebuild) per tick
 log = logging.getLogger("usagemeter.rollup")
 
 
 def tick(conn: psycopg.Connection[Row], limit: int = TICK_LIMIT) -> int | None:
-    """One tick in its own transaction: changes folded plus runtime days re-cut, or None if
-    another tick ran."""
+    """One tick in its own transaction: changes folded plus runtime days re-cut plus runtimes
+    whose day buckets were rebuilt, or None if another tick ran."""
     row = conn.execute(Q.tick, {"limit": limit}).fetchone()
     assert row is not None
     return row["done"]  # type: ignore[no-any-return]
 
 
 def drain(conn: psycopg.Connection[Row], limit: int = TICK_LIMIT) -> int:
-    """Tick until the queue and any rebuild are done; the changes and days done."""
+    """Tick until the queue and any rebuild are done; the work done, as tick() counts it."""
     total = 0
     while True:
         done = tick(conn, limit)

@@ -2,7 +2,7 @@
 
 -- name: tick
 -- One tick: NULL when another tick holds the lock, else the changes folded plus the
--- runtime days re-cut.
+-- runtime days re-cut plus the runtimes whose day buckets were rebuilt.
 SELECT rollup(%(limit)s) AS done;
 
 -- name: health
