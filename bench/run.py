@@ -257,7 +257,7 @@ def build(server: str, url: str, name: str, rows: int) -> tuple[float, float]:
         load(conn, rows)
         load_s = time.perf_counter() - t
         t = time.perf_counter()
-        rollup.drain(conn, 10_000_000)
+        rollup.drain(conn, 1_000_000)
         build_s = time.perf_counter() - t
         print("  covering indexes for the raw path, VACUUM ANALYZE", flush=True)
         cols = (

@@ -1,7 +1,7 @@
 -- Day buckets in each runtime's own zone: a runtime report in that zone (the usual one:
 -- the runtime list, a user next to their machine) reads one row per local day and key
--- instead of the day's segments (about ten per key and day with ten offsets cut), and
--- plans once per session.
+-- instead of the day's segments (about ten per key and day with ten offsets cut). And
+-- rollup reads plan once per session instead of once per call.
 --
 -- A bucket is the part of one local date in one UTC day (prices are per UTC day), so a
 -- local date is one or two buckets per key: the daily rhythm is in the runtime's zone, and
@@ -147,14 +147,88 @@ BEGIN
             AND x.day >= k.lo_day AND x.day <= k.hi_day
             AND x.utc_day = coalesce(k.day, x.utc_day)
     )
-    SELECT array_agg(r), count(*) FILTER (WHERE read) INTO v_rows, v_read FROM delta;
+    -- Summed per bucket first: the array holds buckets, not rows (an array must stay under
+    -- 1 GB).
+    SELECT array_agg(ROW(b.runtime_id, b.day, b.utc_day, b.workspace_id, b.agent_id,
+                         b.provider, b.model, b.reported, b.input_tokens, b.output_tokens,
+                         b.cache_read_tokens, b.cache_write_tokens, b.cost_usd,
+                         b.rows)::usage_day),
+           sum(b.read)
+    INTO v_rows, v_read
+    FROM (SELECT (r).runtime_id, (r).day, (r).utc_day, (r).workspace_id, (r).agent_id,
+                 (r).provider, (r).model, (r).reported, sum((r).input_tokens) AS input_tokens,
+                 sum((r).output_tokens) AS output_tokens,
+                 sum((r).cache_read_tokens) AS cache_read_tokens,
+                 sum((r).cache_write_tokens) AS cache_write_tokens,
+                 sum((r).cost_usd) AS cost_usd, sum((r).rows) AS rows,
+                 count(*) FILTER (WHERE read) AS read
+          FROM delta
+          GROUP BY 1, 2, 3, 4, 5, 6, 7, 8) b;
     PERFORM day_add(v_rows);
-    RETURN v_read;
+    RETURN coalesce(v_read, 0);
 END
 $$;
 
 -- A recompute (re-cut, backfill) recomputes both kinds of buckets of its keys.
 ALTER FUNCTION rollup_recompute(uuid[], date[]) RENAME TO segment_recompute;
+
+-- The segments' recompute of 0013, summed per segment before it is handed on as an array.
+CREATE OR REPLACE FUNCTION segment_recompute(p_runtime_ids uuid[], p_days date[])
+RETURNS integer
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- Summed per segment first: the array holds segments, not rows (an array must stay
+    -- under 1 GB).
+    PERFORM rollup_add(ARRAY(
+        WITH k AS (
+            SELECT k.runtime_id, utc_start(k.day) AS lo, utc_start(k.day + 1) AS hi
+            FROM unnest(p_runtime_ids, p_days) k(runtime_id, day)
+        ), cut AS MATERIALIZED (  -- once, not per row
+            SELECT usage_cuts() AS s
+        ), delta AS (
+            SELECT ROW(u.runtime_id, seg_start(u.created_at, cut.s), u.agent_id, u.provider,
+                       u.model, u.cost_usd IS NOT NULL, u.workspace_id, u.input_tokens,
+                       u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, u.cost_usd,
+                       1)::usage_rollup AS r
+            FROM k
+            JOIN task_usage u ON u.runtime_id = k.runtime_id
+                AND u.created_at >= k.lo AND u.created_at < k.hi
+            CROSS JOIN cut
+            UNION ALL
+            SELECT ROW(d.runtime_id, seg_start(d.created_at, cut.s), d.agent_id, d.provider,
+                       d.model, d.cost_usd IS NOT NULL, d.workspace_id, -d.input_tokens,
+                       -d.output_tokens, -d.cache_read_tokens, -d.cache_write_tokens,
+                       -d.cost_usd, -d.rows)::usage_rollup
+            FROM k
+            JOIN usage_dirty d ON d.runtime_id = k.runtime_id
+                AND d.created_at >= k.lo AND d.created_at < k.hi
+            CROSS JOIN cut
+            UNION ALL
+            SELECT ROW(r.runtime_id, r.seg_start, r.agent_id, r.provider, r.model, r.reported,
+                       r.workspace_id, -r.input_tokens, -r.output_tokens, -r.cache_read_tokens,
+                       -r.cache_write_tokens, -r.cost_usd, -r.rows)::usage_rollup
+            FROM k
+            JOIN usage_rollup r ON r.runtime_id = k.runtime_id
+                AND r.seg_start >= k.lo AND r.seg_start < k.hi
+        )
+        SELECT ROW((r).runtime_id, (r).seg_start, (r).agent_id, (r).provider, (r).model,
+                   (r).reported, (r).workspace_id, sum((r).input_tokens),
+                   sum((r).output_tokens), sum((r).cache_read_tokens),
+                   sum((r).cache_write_tokens), sum((r).cost_usd),
+                   sum((r).rows))::usage_rollup
+        FROM delta
+        GROUP BY (r).runtime_id, (r).seg_start, (r).agent_id, (r).provider, (r).model,
+                 (r).reported, (r).workspace_id
+    ));
+
+    PERFORM multi_provider_sync(array_agg(u.task_id), array_agg(u.model))
+    FROM unnest(p_runtime_ids, p_days) k(runtime_id, day)
+    JOIN task_usage u ON u.runtime_id = k.runtime_id
+        AND u.created_at >= utc_start(k.day) AND u.created_at < utc_start(k.day + 1);
+
+    RETURN cardinality(p_runtime_ids);
+END
+$$;
 
 CREATE FUNCTION rollup_recompute(p_runtime_ids uuid[], p_days date[])
 RETURNS integer
@@ -166,10 +240,12 @@ END
 $$;
 
 -- One tick: fold up to p_limit queued deltas (oldest first) into the segments and the day
--- buckets, re-cut up to p_limit rebuild keys, advance offset states, and rebuild the day
+-- buckets, re-cut up to p_limit / 100 rebuild keys (a key is a runtime's UTC day: many
+-- rows), advance offset states, and rebuild the day
 -- buckets of runtimes whose zone changed (whole runtimes, until about p_limit usage rows
 -- are read). Returns the deltas folded plus the keys re-cut plus the runtimes rebuilt, or
--- NULL when another tick holds the lock.
+-- NULL when another tick holds the lock. At most a million deltas per tick: a batch is
+-- held in arrays, and an array must stay under 1 GB.
 CREATE OR REPLACE FUNCTION rollup(p_limit integer DEFAULT 10000)
 RETURNS integer
 LANGUAGE plpgsql
@@ -190,6 +266,7 @@ BEGIN
     IF NOT rollup_lock(false) THEN
         RETURN NULL;
     END IF;
+    p_limit := least(p_limit, 1000000);
 
     WITH batch AS (
         -- = ANY(ARRAY(...)): probes by primary key, never a scan of a queue full of rows
@@ -221,7 +298,8 @@ BEGIN
 
     WITH batch AS (
         DELETE FROM usage_rebuild
-        WHERE (runtime_id, day) IN (SELECT runtime_id, day FROM usage_rebuild LIMIT p_limit)
+        WHERE (runtime_id, day) IN (SELECT runtime_id, day FROM usage_rebuild
+                                    LIMIT greatest(1, p_limit / 100))
         RETURNING runtime_id, day
     )
     SELECT array_agg(runtime_id), array_agg(day) INTO v_runtime_ids, v_days FROM batch;
