@@ -120,28 +120,25 @@ BEGIN
         FROM unnest(p_runtime_ids, p_days) k(runtime_id, day)
         JOIN usage_day_zone z ON z.runtime_id = k.runtime_id
     ), delta AS (
-        SELECT ROW(u.runtime_id, (u.created_at AT TIME ZONE k.zone)::date,
-                   utc_day(u.created_at), u.workspace_id, u.agent_id, u.provider, u.model,
-                   u.cost_usd IS NOT NULL, u.input_tokens, u.output_tokens,
-                   u.cache_read_tokens, u.cache_write_tokens, u.cost_usd, 1)::usage_day AS r,
-               true AS read
+        SELECT u.runtime_id, (u.created_at AT TIME ZONE k.zone)::date AS day,
+               utc_day(u.created_at) AS utc_day, u.workspace_id, u.agent_id, u.provider,
+               u.model, u.cost_usd IS NOT NULL AS reported, u.input_tokens, u.output_tokens,
+               u.cache_read_tokens, u.cache_write_tokens, u.cost_usd, 1 AS rows, 1 AS read
         FROM k
         JOIN task_usage u ON u.runtime_id = k.runtime_id
             AND u.created_at >= k.lo AND u.created_at < k.hi
         UNION ALL
-        SELECT ROW(d.runtime_id, (d.created_at AT TIME ZONE k.zone)::date,
-                   utc_day(d.created_at), d.workspace_id, d.agent_id, d.provider, d.model,
-                   d.cost_usd IS NOT NULL, -d.input_tokens, -d.output_tokens,
-                   -d.cache_read_tokens, -d.cache_write_tokens, -d.cost_usd,
-                   -d.rows)::usage_day, false
+        SELECT d.runtime_id, (d.created_at AT TIME ZONE k.zone)::date, utc_day(d.created_at),
+               d.workspace_id, d.agent_id, d.provider, d.model, d.cost_usd IS NOT NULL,
+               -d.input_tokens, -d.output_tokens, -d.cache_read_tokens, -d.cache_write_tokens,
+               -d.cost_usd, -d.rows, 0
         FROM k
         JOIN usage_dirty d ON d.runtime_id = k.runtime_id
             AND d.created_at >= k.lo AND d.created_at < k.hi
         UNION ALL
-        SELECT ROW(x.runtime_id, x.day, x.utc_day, x.workspace_id, x.agent_id, x.provider,
-                   x.model, x.reported, -x.input_tokens, -x.output_tokens,
-                   -x.cache_read_tokens, -x.cache_write_tokens, -x.cost_usd,
-                   -x.rows)::usage_day, false
+        SELECT x.runtime_id, x.day, x.utc_day, x.workspace_id, x.agent_id, x.provider,
+               x.model, x.reported, -x.input_tokens, -x.output_tokens, -x.cache_read_tokens,
+               -x.cache_write_tokens, -x.cost_usd, -x.rows, 0
         FROM k
         JOIN usage_day x ON x.runtime_id = k.runtime_id
             AND x.day >= k.lo_day AND x.day <= k.hi_day
@@ -155,13 +152,11 @@ BEGIN
                          b.rows)::usage_day),
            sum(b.read)
     INTO v_rows, v_read
-    FROM (SELECT (r).runtime_id, (r).day, (r).utc_day, (r).workspace_id, (r).agent_id,
-                 (r).provider, (r).model, (r).reported, sum((r).input_tokens) AS input_tokens,
-                 sum((r).output_tokens) AS output_tokens,
-                 sum((r).cache_read_tokens) AS cache_read_tokens,
-                 sum((r).cache_write_tokens) AS cache_write_tokens,
-                 sum((r).cost_usd) AS cost_usd, sum((r).rows) AS rows,
-                 count(*) FILTER (WHERE read) AS read
+    FROM (SELECT runtime_id, day, utc_day, workspace_id, agent_id, provider, model, reported,
+                 sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+                 sum(cache_read_tokens) AS cache_read_tokens,
+                 sum(cache_write_tokens) AS cache_write_tokens, sum(cost_usd) AS cost_usd,
+                 sum(rows) AS rows, sum(read) AS read
           FROM delta
           GROUP BY 1, 2, 3, 4, 5, 6, 7, 8) b;
     PERFORM day_add(v_rows);
