@@ -84,8 +84,7 @@ def connect(url: str) -> psycopg.Connection[Row]:
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
-    # Custom plans let the report functions fold their scope and key arguments away.
-    await conn.execute(_SESSION + "; SET plan_cache_mode = force_custom_plan")
+    await conn.execute(_SESSION)
 
 
 def make_pool(url: str, max_size: int) -> AsyncConnectionPool[psycopg.AsyncConnection[Row]]:

@@ -164,7 +164,8 @@ BEGIN
 END
 $$;
 
--- A recompute (re-cut, backfill) recomputes both kinds of buckets of its keys.
+-- A backfill recomputes both kinds of buckets of its keys (a re-cut for new offsets, only
+-- the segments).
 ALTER FUNCTION rollup_recompute(uuid[], date[]) RENAME TO segment_recompute;
 
 -- The segments' recompute of 0013, summed per segment before it is handed on as an array.
@@ -298,7 +299,8 @@ BEGIN
         RETURNING runtime_id, day
     )
     SELECT array_agg(runtime_id), array_agg(day) INTO v_runtime_ids, v_days FROM batch;
-    v_done := v_done + coalesce(rollup_recompute(v_runtime_ids, v_days), 0);
+    -- Segments only: day buckets do not depend on the offsets.
+    v_done := v_done + coalesce(segment_recompute(v_runtime_ids, v_days), 0);
 
     IF NOT EXISTS (SELECT FROM usage_rebuild) THEN
         UPDATE usage_offset SET state = 'ready' WHERE state = 'building';
