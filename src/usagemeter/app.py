@@ -108,7 +108,7 @@ def create_app(cfg: Config, database_url: str) -> FastAPI:
     app.state.config = cfg
     app.state.zones = set()  # zones this process has registered with the rollup
     install_error_handlers(app)
-    app.middleware("http")(metrics.measure)
+    app.add_middleware(metrics.Measure)
     for method, path, handler in ROUTES:
         app.add_api_route(path, handler, methods=[method], summary=_summary(handler))
     return app

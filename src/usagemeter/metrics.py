@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import Request, Response
+from fastapi import Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -14,6 +13,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from usagemeter import rollup
 from usagemeter.db import one
@@ -70,20 +70,32 @@ ROLLUP = {
 }
 
 
-async def measure(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    """Middleware: count and time every request by its route template."""
-    start = time.perf_counter()
-    status = "500"
-    try:
-        response = await call_next(request)
-        status = str(response.status_code)
-        return response
-    finally:
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        LATENCY.labels(request.method, route).observe(time.perf_counter() - start)
-        REQUESTS.labels(request.method, route, status).inc()
+class Measure:
+    """ASGI middleware: count and time every request by its route template (a plain ASGI
+    middleware: Starlette's BaseHTTPMiddleware runs each request in a task of its own)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = "500"
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = str(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            LATENCY.labels(scope["method"], route).observe(time.perf_counter() - start)
+            REQUESTS.labels(scope["method"], route, status).inc()
 
 
 async def metrics(conn: Conn) -> Response:

@@ -126,16 +126,20 @@ def exact_json(content: Any) -> Response:
     return Response(body, media_type="application/json")
 
 
-async def json_rows(conn: AConn, sql: str, params: dict[str, Any]) -> Response:
-    """A query's rows as a compact JSON array in their order, rendered by PostgreSQL:
-    numbers exactly as stored, and no Python object per row or value (a report may have
-    hundreds of rows). An aggregate over a sorted subquery reads it in order."""
-    row = await one(
-        conn,
+def json_query(sql: str) -> str:
+    """The query whose one row's `body` is the rows of `sql` as a compact JSON array in
+    their order, rendered by PostgreSQL: numbers exactly as stored, and no Python object per
+    row or value (a report may have hundreds of rows). An aggregate over a sorted subquery
+    reads it in order."""
+    return (
         "SELECT coalesce('[' || string_agg(row_to_json(q)::text, ',') || ']', '[]')"
-        f" AS body FROM ({sql.rstrip().removesuffix(';')}) q",
-        params,
+        f" AS body FROM ({sql.rstrip().removesuffix(';')}) q"
     )
+
+
+async def json_rows(conn: AConn, sql: str, params: dict[str, Any]) -> Response:
+    """A query's rows as a JSON response (json_query)."""
+    row = await one(conn, json_query(sql), params)
     assert row is not None  # an aggregate always has one row
     return Response(row["body"], media_type="application/json")
 

@@ -228,8 +228,10 @@ LANGUAGE sql STABLE AS $$
     ), part AS (
         SELECT CASE WHEN NOT p_by_date THEN NULL
                     WHEN s.ldate IS NOT NULL THEN s.ldate
-                    WHEN s.at < sp.seg_end AND sp.midnights IS NOT NULL
-                    THEN sp.first + width_bucket(s.at, sp.midnights) - 1
+                    WHEN s.at < (SELECT sp.seg_end FROM span sp)
+                         AND (SELECT sp.midnights FROM span sp) IS NOT NULL
+                    THEN (SELECT sp.first FROM span sp)
+                         + width_bucket(s.at, (SELECT sp.midnights FROM span sp)) - 1
                     ELSE (s.at AT TIME ZONE p_tz)::date END AS date,
                CASE WHEN p_by_agent THEN s.agent_id END AS agent_id,
                CASE WHEN p_by_provider THEN s.provider END AS provider,
@@ -242,7 +244,6 @@ LANGUAGE sql STABLE AS $$
                                      s.cache_read_tokens, s.cache_write_tokens,
                                      p.price) AS unpriced
         FROM src s
-        CROSS JOIN span sp
         LEFT JOIN price p ON NOT s.reported AND p.valid @> s.day
             AND (p.workspace_id, p.provider, p.model) = (s.workspace_id, s.provider, s.model)
         UNION ALL
