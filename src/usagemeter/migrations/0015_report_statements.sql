@@ -69,7 +69,8 @@ $$;
 -- The cost of usage in 1e-10 USD, as usage_cost_units(numeric, ...) has it, for token
 -- counts as stored: in bigint arithmetic (a numeric product per token kind cost 0.6 ms of
 -- a 90-day report) where the result cannot overflow, i.e. below 1e10 tokens at a price
--- below $92,000 per million tokens; in numeric above that.
+-- below $92,000 per million tokens; by the numeric function above that (and for usage
+-- without a price, which it prices at 0).
 CREATE FUNCTION usage_cost_units(p_reported numeric,
                                  p_input bigint, p_output bigint,
                                  p_cache_read bigint, p_cache_write bigint,
@@ -80,12 +81,9 @@ LANGUAGE sql IMMUTABLE AS $$
                     CASE WHEN p_input + p_output + p_cache_read + p_cache_write < 10000000000
                          THEN p_input * (p_price).input + p_output * (p_price).output
                               + p_cache_read * (p_price).cache_read
-                              + p_cache_write * (p_price).cache_write
-                         ELSE p_input::numeric * (p_price).input
-                              + p_output::numeric * (p_price).output
-                              + p_cache_read::numeric * (p_price).cache_read
-                              + p_cache_write::numeric * (p_price).cache_write END,
-                    0)
+                              + p_cache_write * (p_price).cache_write END,
+                    usage_cost_units(NULL, p_input::numeric, p_output::numeric,
+                                     p_cache_read::numeric, p_cache_write::numeric, p_price))
 $$;
 
 -- The usage rows of a runtime (else a workspace) from p_from on: the raw rows after the
