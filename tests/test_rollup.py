@@ -345,6 +345,35 @@ def test_a_zone_change_rebuilds_the_day_buckets(world: World, db: psycopg.Connec
     assert [r["input_tokens"] for r in _runtime_report(db, rid, True)] == [1]
 
 
+def test_reads_without_dates_take_day_buckets_in_any_zone(
+    world: World, db: psycopg.Connection[Row]
+) -> None:
+    ws = world.workspace()
+    rid = world.runtime(ws, tz="Asia/Kolkata")
+    agent = world.agent(ws, rid)
+    db.execute(usage.Q.register_zone, {"tz": "America/New_York"})
+    row = db.execute("SELECT usage_since(now(), 'America/New_York', 7) AS s").fetchone()
+    assert row is not None
+    since = row["s"]  # a New York midnight, 10:30 or 09:30 in Kolkata
+    # One row before the next Kolkata midnight (in segments), one after it (in day buckets).
+    for at, n in ((since + timedelta(hours=1), 100), (since + timedelta(days=2, hours=7), 10)):
+        world.usage(world.task(agent, rid), at=at, tokens=(n, 0, 0, 0))
+    rollup.drain(db)
+
+    def tokens(rollup_on: bool) -> list[int]:
+        p = {"runtime_id": rid, "days": 7, "tz": "America/New_York", "rollup": rollup_on}
+        return [r["input_tokens"] for r in db.execute(usage.Q.runtime_usage_by_agent, p)]
+
+    assert tokens(True) == tokens(False) == [110]
+    # Tamper with every bucket: the read takes day buckets from the Kolkata midnight on and
+    # only the segment before it.
+    db.execute(f"UPDATE usage_day SET input_tokens = input_tokens + 1 WHERE runtime_id = '{rid}'")
+    assert tokens(True) == [111]
+    db.execute(f"UPDATE usage_rollup SET input_tokens = input_tokens + 1000 WHERE runtime_id = '{rid}'")
+    assert tokens(True) == [1111]
+    assert tokens(False) == [110]
+
+
 def test_multi_provider_pairs_follow_their_rows(world: World, db: psycopg.Connection[Row]) -> None:
     ws = world.workspace()
     rid = world.runtime(ws, tz="UTC")
