@@ -367,9 +367,11 @@ def test_reads_without_dates_take_day_buckets_in_any_zone(
     assert tokens(True) == tokens(False) == [110]
     # Tamper with every bucket: the read takes day buckets from the Kolkata midnight on and
     # only the segment before it.
-    db.execute(f"UPDATE usage_day SET input_tokens = input_tokens + 1 WHERE runtime_id = '{rid}'")
+    db.execute("UPDATE usage_day SET input_tokens = input_tokens + 1 WHERE runtime_id = %s", (rid,))
     assert tokens(True) == [111]
-    db.execute(f"UPDATE usage_rollup SET input_tokens = input_tokens + 1000 WHERE runtime_id = '{rid}'")
+    db.execute(
+        "UPDATE usage_rollup SET input_tokens = input_tokens + 1000 WHERE runtime_id = %s", (rid,)
+    )
     assert tokens(True) == [1111]
     assert tokens(False) == [110]
 
