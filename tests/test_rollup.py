@@ -556,6 +556,23 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
     def tick(conn: psycopg.Connection[Row], rnd: random.Random) -> None:
         rollup.tick(conn, rnd.choice([1, 5, 100]))
 
+    def reprice(conn: psycopg.Connection[Row], rnd: random.Random) -> None:
+        key = (
+            rnd.choice(["claude-sonnet-4-5", "gpt-5"]),
+            world.today_utc().date() - timedelta(days=rnd.randrange(30)),
+        )
+        if rnd.random() < 0.3:
+            conn.execute("DELETE FROM model_price WHERE model = %s AND effective_from = %s", key)
+        else:
+            conn.execute(
+                "INSERT INTO model_price (model, effective_from, input_per_mtok, output_per_mtok,"
+                " cache_read_per_mtok, cache_write_per_mtok) VALUES (%s, %s, %s, 1, 0.5, 0)"
+                " ON CONFLICT ON CONSTRAINT model_price_key"
+                " DO UPDATE SET input_per_mtok = excluded.input_per_mtok",
+                (*key, Decimal(rnd.randrange(400)) / 4),
+            )
+        time.sleep(0.02)
+
     def check(conn: psycopg.Connection[Row], rnd: random.Random) -> None:
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -575,7 +592,7 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
             assert a == conn.execute(usage.Q.workspace_daily, {**p, "rollup": False}).fetchall()
         compared[0] += 1
 
-    bodies = [write, write, write, move, start, rezone, tick, tick, check]
+    bodies = [write, write, write, move, start, rezone, reprice, tick, tick, check]
     threads = [threading.Thread(target=worker, args=(b,)) for b in bodies]
     for t in threads:
         t.start()
@@ -632,17 +649,41 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
     assert db.execute("SELECT count(*) AS n FROM usage_day_zone WHERE NOT ready").fetchone() == {
         "n": 0
     }
+    # A bucket of unreported usage holds its tokens at the price now in force on its UTC day.
+    price = (
+        "(SELECT s.price FROM price_segments(g.workspace_id, g.provider, g.model) s"
+        " WHERE s.valid @> g.utc_day)"
+    )
     assert (
         before_day
         == db.execute(
-            "SELECT u.runtime_id, (u.created_at AT TIME ZONE r.timezone)::date AS day,"
+            "SELECT g.runtime_id, g.day, g.utc_day, g.workspace_id, g.agent_id, g.provider,"
+            f" g.model, g.reported, {', '.join(cols)}, CASE WHEN g.reported THEN g.cost_usd"
+            f" ELSE priced_usd({', '.join(cols)}, {price}) END AS cost_usd, g.rows"
+            " FROM (SELECT u.runtime_id, (u.created_at AT TIME ZONE r.timezone)::date AS day,"
             " utc_day(u.created_at) AS utc_day, u.workspace_id, u.agent_id, u.provider, u.model,"
             f" u.cost_usd IS NOT NULL AS reported, {sums}, sum(cost_usd) AS cost_usd,"
             " count(*)::int AS rows"
             " FROM task_usage u JOIN agent_runtime r ON r.id = u.runtime_id"
-            " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8"
+            " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8) g ORDER BY 1, 2, 3, 4, 5, 6, 7, 8"
         ).fetchall()
     )
+
+
+def test_prices_change_only_in_read_committed(db_url: str) -> None:
+    """A snapshot older than the rollup lock would miss buckets a tick folds meanwhile, and
+    leave them at the old price: a change of prices in such a transaction is refused."""
+    price = (
+        "INSERT INTO model_price (model, effective_from, input_per_mtok, output_per_mtok,"
+        " cache_read_per_mtok, cache_write_per_mtok) VALUES ('some-model', '2026-01-01', 1, 1, 1, 1)"
+    )
+    with psycopg.connect(db_url) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        with pytest.raises(psycopg.errors.RaiseException, match="READ COMMITTED"):
+            conn.execute(price)
+        conn.rollback()
+        conn.execute(price)  # READ COMMITTED, the default
+        conn.rollback()
 
 
 def test_activity_of_a_zone_built_while_changes_are_queued(
