@@ -1,8 +1,9 @@
 -- Day buckets hold their cost: a bucket of unreported usage is priced when it is folded,
 -- at the price in force on its UTC day, and again whenever prices change. A runtime report
 -- read from day buckets (the usual one: its own zone, or no dates) then looks up no price
--- and prices nothing; pricing its 700-odd buckets of 90 days took 1-1.5 ms of a 6 ms read.
--- Segments and raw rows are still priced when read (their prices are per UTC day too).
+-- and prices nothing: at 10M usage rows, the 90-day report of 728 buckets took 0.5-0.6 ms
+-- less (of 4-7 ms), the 30-day by-agent report 0.25-0.45 ms less (of 1-2 ms), measured
+-- side by side. Segments and raw rows are still priced when read.
 --
 -- INVARIANT (replaces the cost part of usage_day's): a bucket's cost_usd is the sum of its
 -- rows' reported costs when `reported`, else its tokens at the price in force for (its
@@ -121,7 +122,9 @@ BEGIN
         RAISE EXCEPTION 'prices can only change in READ COMMITTED transactions';
     END IF;
     PERFORM rollup_lock(true);
-    IF TG_OP = 'INSERT' THEN
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM day_reprice(ARRAY(SELECT DISTINCT model FROM usage_day), '-infinity');
+    ELSIF TG_OP = 'INSERT' THEN
         PERFORM day_reprice(array_agg(model), min(effective_from)) FROM new_prices;
     ELSIF TG_OP = 'DELETE' THEN
         PERFORM day_reprice(array_agg(model), min(effective_from)) FROM old_prices;
@@ -144,10 +147,12 @@ FOR EACH STATEMENT EXECUTE FUNCTION model_price_reprice();
 CREATE TRIGGER trg_model_price_delete_reprice
 AFTER DELETE ON model_price REFERENCING OLD TABLE AS old_prices
 FOR EACH STATEMENT EXECUTE FUNCTION model_price_reprice();
+CREATE TRIGGER trg_model_price_truncate_reprice
+AFTER TRUNCATE ON model_price
+FOR EACH STATEMENT EXECUTE FUNCTION model_price_reprice();
 
 SELECT rollup_lock(true);
-SELECT day_reprice(ARRAY(SELECT DISTINCT model FROM usage_day WHERE NOT reported),
-                   '-infinity');
+SELECT day_reprice(ARRAY(SELECT DISTINCT model FROM usage_day), '-infinity');
 
 -- Day buckets come priced: only segments and raw rows of unreported usage look up prices.
 CREATE OR REPLACE FUNCTION usage_report_rollup(p_since timestamptz, p_tz text,
@@ -198,6 +203,7 @@ LANGUAGE sql STABLE AS $$
                1 AS rows
         FROM usage_rows_between(p_runtime_id, p_workspace_id, (SELECT s.seg_end FROM span s),
                                 (SELECT s.raw_end FROM span s)) u
+        WHERE (SELECT s.seg_end < s.raw_end FROM span s)  -- an empty span: not called
         UNION ALL
         SELECT d.created_at, NULL, utc_day(d.created_at), d.workspace_id, d.agent_id,
                d.task_id, d.provider, d.model, d.cost_usd IS NOT NULL, d.cost_usd,
