@@ -685,23 +685,23 @@ def test_day_buckets_are_repriced_by_every_change_of_prices(
         assert rows == _runtime_report(db, rid, False) and len(rows) == 1
         return rows[0]["cost_usd"], rows[0]["unpriced_tokens"]
 
-    assert cost() == (0, 10**6)
+    assert cost() == (Decimal(0), 10**6)
     add = (
         "INSERT INTO model_price (model, effective_from, input_per_mtok, output_per_mtok,"
         " cache_read_per_mtok, cache_write_per_mtok) VALUES ('mystery-2', %s, %s, 0, 0, 0)"
     )
     db.execute(add, (day.date(), 2))
-    assert cost() == (2, 0)
+    assert cost() == (Decimal(2), 0)
     db.execute("UPDATE model_price SET input_per_mtok = 3 WHERE model = 'mystery-2'")
-    assert cost() == (3, 0)
+    assert cost() == (Decimal(3), 0)
     db.execute(add, (day.date() + timedelta(days=1), 5))  # in force from the day after
-    assert cost() == (3, 0)
+    assert cost() == (Decimal(3), 0)
     db.execute("DELETE FROM model_price WHERE model = 'mystery-2' AND input_per_mtok = 3")
-    assert cost() == (0, 10**6)
+    assert cost() == (Decimal(0), 10**6)
     db.execute(add, (day.date() - timedelta(days=1), 7))
-    assert cost() == (7, 0)
+    assert cost() == (Decimal(7), 0)
     db.execute("TRUNCATE model_price")
-    assert cost() == (0, 10**6)
+    assert cost() == (Decimal(0), 10**6)
 
 
 def test_prices_change_only_in_read_committed(db_url: str) -> None:
