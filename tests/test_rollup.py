@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from psycopg.rows import dict_row
 from typer.testing import CliRunner
 
-from tests.conftest import World, auth
+from tests.conftest import World, auth, price
 from usagemeter import rollup, runtimes, usage
 from usagemeter.app import create_app
 from usagemeter.cli import app
@@ -650,7 +650,7 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
         "n": 0
     }
     # A bucket of unreported usage holds its tokens at the price now in force on its UTC day.
-    price = (
+    day_price = (
         "(SELECT s.price FROM price_segments(g.workspace_id, g.provider, g.model) s"
         " WHERE s.valid @> g.utc_day)"
     )
@@ -659,7 +659,7 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
         == db.execute(
             "SELECT g.runtime_id, g.day, g.utc_day, g.workspace_id, g.agent_id, g.provider,"
             f" g.model, g.reported, {', '.join(cols)}, CASE WHEN g.reported THEN g.cost_usd"
-            f" ELSE priced_usd({', '.join(cols)}, {price}) END AS cost_usd, g.rows"
+            f" ELSE priced_usd({', '.join(cols)}, {day_price}) END AS cost_usd, g.rows"
             " FROM (SELECT u.runtime_id, (u.created_at AT TIME ZONE r.timezone)::date AS day,"
             " utc_day(u.created_at) AS utc_day, u.workspace_id, u.agent_id, u.provider, u.model,"
             f" u.cost_usd IS NOT NULL AS reported, {sums}, sum(cost_usd) AS cost_usd,"
@@ -686,19 +686,15 @@ def test_day_buckets_are_repriced_by_every_change_of_prices(
         return rows[0]["cost_usd"], rows[0]["unpriced_tokens"]
 
     assert cost() == (Decimal(0), 10**6)
-    add = (
-        "INSERT INTO model_price (model, effective_from, input_per_mtok, output_per_mtok,"
-        " cache_read_per_mtok, cache_write_per_mtok) VALUES ('mystery-2', %s, %s, 0, 0, 0)"
-    )
-    db.execute(add, (day.date(), 2))
+    price(db, "mystery-2", ("2", "0", "0", "0"), str(day.date()))
     assert cost() == (Decimal(2), 0)
     db.execute("UPDATE model_price SET input_per_mtok = 3 WHERE model = 'mystery-2'")
     assert cost() == (Decimal(3), 0)
-    db.execute(add, (day.date() + timedelta(days=1), 5))  # in force from the day after
-    assert cost() == (Decimal(3), 0)
+    price(db, "mystery-2", ("5", "0", "0", "0"), str(day.date() + timedelta(days=1)))
+    assert cost() == (Decimal(3), 0)  # in force from the day after
     db.execute("DELETE FROM model_price WHERE model = 'mystery-2' AND input_per_mtok = 3")
     assert cost() == (Decimal(0), 10**6)
-    db.execute(add, (day.date() - timedelta(days=1), 7))
+    price(db, "mystery-2", ("7", "0", "0", "0"), str(day.date() - timedelta(days=1)))
     assert cost() == (Decimal(7), 0)
     db.execute("TRUNCATE model_price")
     assert cost() == (Decimal(0), 10**6)
@@ -707,16 +703,12 @@ def test_day_buckets_are_repriced_by_every_change_of_prices(
 def test_prices_change_only_in_read_committed(db_url: str) -> None:
     """A snapshot older than the rollup lock would miss buckets a tick folds meanwhile, and
     leave them at the old price: a change of prices in such a transaction is refused."""
-    price = (
-        "INSERT INTO model_price (model, effective_from, input_per_mtok, output_per_mtok,"
-        " cache_read_per_mtok, cache_write_per_mtok) VALUES ('some-model', '2026-01-01', 1, 1, 1, 1)"
-    )
-    with psycopg.connect(db_url) as conn:
+    with psycopg.connect(db_url, row_factory=dict_row) as conn:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         with pytest.raises(psycopg.errors.RaiseException, match="READ COMMITTED"):
-            conn.execute(price)
+            price(conn, "some-model", ("1", "1", "1", "1"))
         conn.rollback()
-        conn.execute(price)  # READ COMMITTED, the default
+        price(conn, "some-model", ("1", "1", "1", "1"))  # READ COMMITTED, the default
         conn.rollback()
 
 
