@@ -31,6 +31,13 @@ ZONES = ["Asia/Kolkata", "Asia/Kathmandu", "Pacific/Chatham", "America/New_York"
 PROVIDERS = ["anthropic", "openrouter"]
 MODELS = ["claude-sonnet-4-5", "gpt-5-2025-08-07", "mystery-1"]
 EXAMPLES = int(os.environ.get("ROLLUP_EXAMPLES", "150"))
+# A global price of (model, effective_from) with this input price, set or replaced.
+SET_PRICE = (
+    "INSERT INTO model_price (model, effective_from, input_per_mtok, output_per_mtok,"
+    " cache_read_per_mtok, cache_write_per_mtok) VALUES (%s, %s, %s, 1, 0.5, 0)"
+    " ON CONFLICT ON CONSTRAINT model_price_key"
+    " DO UPDATE SET input_per_mtok = excluded.input_per_mtok"
+)
 
 
 class Scene:
@@ -128,10 +135,7 @@ class Scene:
         elif kind == "price":
             model, days_ago, cents = a
             self.exec(
-                "INSERT INTO model_price (model, effective_from, input_per_mtok, output_per_mtok,"
-                " cache_read_per_mtok, cache_write_per_mtok) VALUES (%s, %s, %s, 1, 0.5, 0)"
-                " ON CONFLICT ON CONSTRAINT model_price_key"
-                " DO UPDATE SET input_per_mtok = excluded.input_per_mtok",
+                SET_PRICE,
                 (
                     MODELS[model].split("-2025")[0],
                     (self.midnight - timedelta(days=days_ago)).date(),
@@ -564,13 +568,7 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
         if rnd.random() < 0.3:
             conn.execute("DELETE FROM model_price WHERE model = %s AND effective_from = %s", key)
         else:
-            conn.execute(
-                "INSERT INTO model_price (model, effective_from, input_per_mtok, output_per_mtok,"
-                " cache_read_per_mtok, cache_write_per_mtok) VALUES (%s, %s, %s, 1, 0.5, 0)"
-                " ON CONFLICT ON CONSTRAINT model_price_key"
-                " DO UPDATE SET input_per_mtok = excluded.input_per_mtok",
-                (*key, Decimal(rnd.randrange(400)) / 4),
-            )
+            conn.execute(SET_PRICE, (*key, Decimal(rnd.randrange(400)) / 4))
         time.sleep(0.02)
 
     def check(conn: psycopg.Connection[Row], rnd: random.Random) -> None:
@@ -698,6 +696,12 @@ def test_day_buckets_are_repriced_by_every_change_of_prices(
     assert cost() == (Decimal(7), 0)
     db.execute("TRUNCATE model_price")
     assert cost() == (Decimal(0), 10**6)
+    # A backfill repairs a bucket's cost as it repairs its tokens.
+    price(db, "mystery-2", ("7", "0", "0", "0"), str(day.date()))
+    db.execute("UPDATE usage_day SET cost_usd = 1 WHERE runtime_id = %s", (rid,))
+    assert _runtime_report(db, rid, True)[0]["cost_usd"] == Decimal(1)
+    rollup.recompute(db, rollup.backfill_keys(db, day.date(), day.date()))
+    assert cost() == (Decimal(7), 0)
 
 
 def test_prices_change_only_in_read_committed(db_url: str) -> None:

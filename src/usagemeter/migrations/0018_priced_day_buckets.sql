@@ -23,9 +23,11 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- Add signed rows (negative to subtract) to the day buckets and delete the buckets left all
--- zero. Each bucket changed is set to its new sums, its cost priced from all its tokens when
--- unreported (the cost_usd of such rows in p_rows is ignored), so a recompute repairs costs
--- as it repairs tokens. Callers hold the rollup lock (buckets are read, then written).
+-- zero. Each bucket named in p_rows, even by a row of zeros, is set to its new sums and its
+-- cost priced from all its tokens when unreported (the cost_usd of such rows in p_rows is
+-- ignored), so a recompute repairs costs as it repairs tokens, and zero rows re-price.
+-- Buckets whose sums and cost stay the same are not written. Callers hold the rollup lock
+-- (buckets are read, then written).
 CREATE OR REPLACE FUNCTION day_add(p_rows usage_day[])
 RETURNS void
 LANGUAGE sql AS $$
@@ -52,7 +54,8 @@ LANGUAGE sql AS $$
                 r.model, r.reported)
                = (b.runtime_id, b.day, b.utc_day, b.workspace_id, b.agent_id, b.provider,
                   b.model, b.reported)
-        WHERE (b.rows, b.input_tokens, b.output_tokens, b.cache_read_tokens,
+        WHERE r.runtime_id IS NOT NULL
+           OR (b.rows, b.input_tokens, b.output_tokens, b.cache_read_tokens,
                b.cache_write_tokens, b.cost_usd) <> (0, 0, 0, 0, 0, 0)
     ), price AS MATERIALIZED (  -- once, not per bucket
         SELECT k.workspace_id, k.provider, k.model, s.valid, s.price
@@ -74,7 +77,12 @@ LANGUAGE sql AS $$
     DO UPDATE SET input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
                   cache_read_tokens = excluded.cache_read_tokens,
                   cache_write_tokens = excluded.cache_write_tokens,
-                  cost_usd = excluded.cost_usd, rows = excluded.rows;
+                  cost_usd = excluded.cost_usd, rows = excluded.rows
+    WHERE (r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens,
+           r.cost_usd, r.rows)
+          IS DISTINCT FROM (excluded.input_tokens, excluded.output_tokens,
+                            excluded.cache_read_tokens, excluded.cache_write_tokens,
+                            excluded.cost_usd, excluded.rows);
 
     DELETE FROM usage_day
     WHERE rows = 0 AND (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
@@ -87,26 +95,12 @@ $$;
 CREATE FUNCTION day_reprice(p_models text[], p_from date)
 RETURNS void
 LANGUAGE sql AS $$
-    WITH x AS MATERIALIZED (
-        SELECT x.ctid AS id, x.* FROM usage_day x
+    SELECT day_add(ARRAY(
+        SELECT ROW(x.runtime_id, x.day, x.utc_day, x.workspace_id, x.agent_id, x.provider,
+                   x.model, false, 0, 0, 0, 0, NULL, 0)::usage_day
+        FROM usage_day x
         WHERE NOT x.reported AND x.utc_day >= p_from
-          AND (x.model = ANY (p_models) OR model_base(x.model) = ANY (p_models))
-    ), price AS MATERIALIZED (  -- once, not per bucket
-        SELECT k.workspace_id, k.provider, k.model, s.valid, s.price
-        FROM (SELECT DISTINCT workspace_id, provider, model FROM x) k
-        CROSS JOIN LATERAL price_segments(k.workspace_id, k.provider, k.model) s
-    ), n AS (
-        SELECT x.id, x.cost_usd,
-               priced_usd(x.input_tokens, x.output_tokens, x.cache_read_tokens,
-                          x.cache_write_tokens, p.price) AS cost
-        FROM x
-        LEFT JOIN price p ON p.valid @> x.utc_day
-            AND (p.workspace_id, p.provider, p.model) = (x.workspace_id, x.provider, x.model)
-    )
-    -- By row address: buckets change only under the rollup lock, held here.
-    UPDATE usage_day r SET cost_usd = n.cost
-    FROM n
-    WHERE r.ctid = n.id AND n.cost_usd IS DISTINCT FROM n.cost;
+          AND (x.model = ANY (p_models) OR model_base(x.model) = ANY (p_models))));
 $$;
 
 -- After any change of prices: re-price the buckets the entries changed may apply to, under
@@ -203,7 +197,6 @@ LANGUAGE sql STABLE AS $$
                1 AS rows
         FROM usage_rows_between(p_runtime_id, p_workspace_id, (SELECT s.seg_end FROM span s),
                                 (SELECT s.raw_end FROM span s)) u
-        WHERE (SELECT s.seg_end < s.raw_end FROM span s)  -- an empty span: not called
         UNION ALL
         SELECT d.created_at, NULL, utc_day(d.created_at), d.workspace_id, d.agent_id,
                d.task_id, d.provider, d.model, d.cost_usd IS NOT NULL, d.cost_usd,
