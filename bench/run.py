@@ -5,7 +5,9 @@ scripts/pg15), loaded with the shape of bench/load.sql and rolled up. Prints med
 milliseconds of every report, run as the server runs it (the JSON body rendered by the
 database), on the rollup path and on the raw path (task_usage with
 covering indexes on its runtime and workspace keys), rollup size, tick cost per 10k dirty
-rows, ingest throughput with and without the rollup triggers, and HTTP end to end.
+rows, ingest throughput with and without the rollup triggers, and HTTP end to end. Last,
+side by side: ticks on every database in turn, and the rollup reads of the smallest and the
+largest database alternating (how flat they are in history).
 """
 
 from __future__ import annotations
@@ -87,13 +89,11 @@ def pick(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     }
 
 
-def reads(
-    conn: psycopg.Connection[Any], s: dict[str, Any], runs: int
-) -> list[tuple[str, float, float]]:
-    """(read, rollup ms, raw ms) for every report."""
+def cases(s: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(read, statement as the server runs it, parameters) of every report."""
     rt = {"runtime_id": s["runtime_id"]}
     ws = {"workspace_id": s["workspace_id"]}
-    cases = [
+    out = [
         ("runtime usage 90d, own zone", usage.Q.runtime_usage, {**rt, "days": 90, "tz": s["own"]}),
         (
             "runtime usage 90d, other zone",
@@ -129,45 +129,72 @@ def reads(
             {**ws, "mine": False, "user_id": None},
         ),
     ]
+    # Reports render their JSON body in the database.
+    return [(n, q if q is runtimes.Q.list_runtimes else json_query(q), p) for n, q, p in out]
+
+
+def reads(
+    conn: psycopg.Connection[Any], s: dict[str, Any], runs: int
+) -> list[tuple[str, float, float]]:
+    """(read, rollup ms, raw ms) for every report."""
     out = []
-    for name, sql, p in cases:
-        fast, slow = (
-            {**p, "rollup": True},
-            {**p, "rollup": False},
-        )
+    for name, sql, p in cases(s):
+        fast, slow = {**p, "rollup": True}, {**p, "rollup": False}
         # The benchmark is also a differential test.
         assert conn.execute(sql, fast).fetchall() == conn.execute(sql, slow).fetchall(), name
-        # Timed as the server runs it: reports render their JSON body in the database.
-        served = sql if sql is runtimes.Q.list_runtimes else json_query(sql)
         out.append(
-            (
-                name,
-                *ms(partial(query, conn, served, fast), partial(query, conn, served, slow), runs),
-            )
+            (name, *ms(partial(query, conn, sql, fast), partial(query, conn, sql, slow), runs))
         )
     return out
 
 
-def tick_per_10k(conn: psycopg.Connection[Any]) -> float:
-    """ms to fold 10k new usage rows (10k random tasks, today) into the rollup."""
-    times = []
-    for i in range(3):
-        conn.execute(
-            "INSERT INTO task_usage (task_id, provider, model, input_tokens, created_at,"
-            " workspace_id, runtime_id, agent_id)"
-            " SELECT t.id, %s, 'gpt-5', 1, now() - random() * interval '3 hours',"
-            " a.workspace_id, t.runtime_id, t.agent_id"
-            " FROM (SELECT id, runtime_id, agent_id FROM agent_task_queue"
-            "       ORDER BY random() LIMIT 10000) t"
-            " JOIN agent a ON a.id = t.agent_id",
-            (f"bench-tick-{i}",),
-        )
-        t = time.perf_counter()
-        rollup.drain(conn, 1_000_000)
-        times.append((time.perf_counter() - t) * 1000)
-    conn.execute("DELETE FROM task_usage WHERE provider LIKE 'bench-%'")
-    rollup.drain(conn, 1_000_000)
-    return statistics.median(times)
+def flatness(
+    urls: list[str], ss: list[dict[str, Any]], runs: int
+) -> list[tuple[str, float, float]]:
+    """(read, rollup ms on the first database, on the last): the two side by side."""
+    with connect(urls[0]) as a, connect(urls[-1]) as b:
+        return [
+            (
+                name,
+                *ms(
+                    partial(query, a, sql, {**pa, "rollup": True}),
+                    partial(query, b, sql, {**pb, "rollup": True}),
+                    runs,
+                ),
+            )
+            for (name, sql, pa), (_, _, pb) in zip(cases(ss[0]), cases(ss[-1]), strict=True)
+        ]
+
+
+def ticks(urls: list[str], rounds: int = 5) -> list[float]:
+    """Median ms to fold 10k new usage rows (10k random tasks, the last 3 hours) into the
+    rollup, per database, the databases taking turns: their ratio is then not a drift of the
+    shared machine's speed between two measurements minutes apart."""
+    conns = [connect(u) for u in urls]
+    times: list[list[float]] = [[] for _ in conns]
+    try:
+        for i in range(rounds):
+            for conn, out in zip(conns, times, strict=True):
+                conn.execute(
+                    "INSERT INTO task_usage (task_id, provider, model, input_tokens, created_at,"
+                    " workspace_id, runtime_id, agent_id)"
+                    " SELECT t.id, %s, 'gpt-5', 1, now() - random() * interval '3 hours',"
+                    " a.workspace_id, t.runtime_id, t.agent_id"
+                    " FROM (SELECT id, runtime_id, agent_id FROM agent_task_queue"
+                    "       ORDER BY random() LIMIT 10000) t"
+                    " JOIN agent a ON a.id = t.agent_id",
+                    (f"bench-tick-{i}",),
+                )
+                t = time.perf_counter()
+                rollup.drain(conn, 1_000_000)
+                out.append((time.perf_counter() - t) * 1000)
+        for conn in conns:
+            conn.execute("DELETE FROM task_usage WHERE provider LIKE 'bench-%'")
+            rollup.drain(conn, 1_000_000)
+    finally:
+        for conn in conns:
+            conn.close()
+    return [statistics.median(t) for t in times]
 
 
 def ingest(conn: psycopg.Connection[Any], triggers: bool) -> float:
@@ -320,6 +347,8 @@ def bench(server: str, rows: int, runs: int, reuse: bool) -> dict[str, Any]:
         # The earlier phases' dirty pages are flushed now rather than while reads are timed.
         conn.execute("CHECKPOINT")
         result = {
+            "url": url,
+            "s": s,
             "rows": sizes["usage"],
             "sizes": sizes,
             "load_s": load_s,
@@ -329,8 +358,7 @@ def bench(server: str, rows: int, runs: int, reuse: bool) -> dict[str, Any]:
     # Before the writes below: their dead rows set autovacuum to work on the shared cores.
     result["http"] = http_ms(url, s, runs)
     with connect(url) as conn:
-        print("  tick and ingest", flush=True)
-        result["tick_ms"] = tick_per_10k(conn)
+        print("  ingest", flush=True)
         # Alternating, three of each: one run of either is at the mercy of the shared cores.
         rates = [ingest(conn, on) for _ in range(3) for on in (True, False)]
         result["ingest_on"] = statistics.median(rates[0::2])
@@ -342,7 +370,7 @@ def rollup_rows(r: dict[str, Any]) -> int:
     return sum(r["sizes"][k] for k in ("segments", "ws_segments", "day_buckets"))
 
 
-def report(results: list[dict[str, Any]]) -> None:
+def report(results: list[dict[str, Any]], flat: list[tuple[str, float, float]]) -> None:
     sizes = " | ".join(f"{r['rows']:,} rows: rollup ms / raw ms / ratio" for r in results)
     print(f"\n| read (median of runs, database round trip) | {sizes} |")
     print("|---|" + "---|" * len(results))
@@ -375,7 +403,10 @@ def report(results: list[dict[str, Any]]) -> None:
                 "reused" if math.isnan(r["load_s"]) else f"{r['load_s']:.0f} / {r['build_s']:.1f}"
             ),
         ),
-        ("tick: fold 10k new rows (ms)", lambda r: f"{r['tick_ms']:.0f}"),
+        (
+            "tick: fold 10k new rows (ms; the databases taking turns)",
+            lambda r: f"{r['tick_ms']:.0f}",
+        ),
         (
             "ingest rows/s, rollup triggers on / off",
             lambda r: (
@@ -387,10 +418,12 @@ def report(results: list[dict[str, Any]]) -> None:
     for label, f in rows:
         print(f"| {label} | " + " | ".join(f(r) for r in results) + " |")
     if len(results) > 1:
-        print(
-            f"\ntick cost {results[-1]['rows']:,} / {results[0]['rows']:,}: "
-            f"{results[-1]['tick_ms'] / results[0]['tick_ms']:.2f}"
-        )
+        first, last = f"{results[0]['rows']:,}", f"{results[-1]['rows']:,}"
+        print(f"\n| rollup read, side by side | {first} rows ms | {last} rows ms | ratio |")
+        print("|---|---|---|---|")
+        for name, a, b in flat:
+            print(f"| {name} | {a:.2f} | {b:.2f} | {b / a:.2f}x |")
+        print(f"\ntick cost {last} / {first}: {results[-1]['tick_ms'] / results[0]['tick_ms']:.2f}")
 
 
 def main() -> None:
@@ -412,7 +445,12 @@ def main() -> None:
         stop = server.split("host=")[1]
     try:
         results = [bench(server, n, args.runs, args.reuse) for n in args.rows]
-        report(results)
+        print("== side by side: rollup reads of the first and last database, ticks", flush=True)
+        urls = [r["url"] for r in results]
+        flat = flatness(urls, [r["s"] for r in results], args.runs)
+        for r, t in zip(results, ticks(urls), strict=True):
+            r["tick_ms"] = t
+        report(results, flat)
     finally:
         if stop:
             subprocess.run([str(ROOT / "scripts" / "pg15"), "stop", stop], check=False)
