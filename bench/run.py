@@ -355,15 +355,16 @@ def bench(server: str, rows: int, runs: int, reuse: bool) -> dict[str, Any]:
             "build_s": build_s,
             "reads": reads(conn, s, runs),
         }
-    # Before the writes below: their dead rows set autovacuum to work on the shared cores.
     result["http"] = http_ms(url, s, runs)
-    with connect(url) as conn:
-        print("  ingest", flush=True)
-        # Alternating, three of each: one run of either is at the mercy of the shared cores.
-        rates = [ingest(conn, on) for _ in range(3) for on in (True, False)]
-        result["ingest_on"] = statistics.median(rates[0::2])
-        result["ingest_off"] = statistics.median(rates[1::2])
     return result
+
+
+def ingest_rates(url: str) -> tuple[float, float]:
+    """Ingest rows/s with the rollup triggers on and off: three of each, alternating (one run
+    of either is at the mercy of the shared cores)."""
+    with connect(url) as conn:
+        rates = [ingest(conn, on) for _ in range(3) for on in (True, False)]
+    return statistics.median(rates[0::2]), statistics.median(rates[1::2])
 
 
 def rollup_rows(r: dict[str, Any]) -> int:
@@ -445,9 +446,14 @@ def main() -> None:
         stop = server.split("host=")[1]
     try:
         results = [bench(server, n, args.runs, args.reuse) for n in args.rows]
-        print("== side by side: rollup reads of the first and last database, ticks", flush=True)
         urls = [r["url"] for r in results]
-        flat = flatness(urls, [r["s"] for r in results], args.runs)
+        print("== rollup reads of the first and last database, side by side", flush=True)
+        flat = flatness(urls, [r["s"] for r in results], args.runs) if len(urls) > 1 else []
+        # Writes last: their dead rows set autovacuum to work on the shared cores, and the
+        # statistics they leave behind are not those of the data read above.
+        print("== ingest, then ticks on the databases in turn", flush=True)
+        for r in results:
+            r["ingest_on"], r["ingest_off"] = ingest_rates(r["url"])
         for r, t in zip(results, ticks(urls), strict=True):
             r["tick_ms"] = t
         report(results, flat)
