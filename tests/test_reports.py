@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -9,6 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import World, auth
+from usagemeter.db import connect
+from usagemeter.web import describe, json_query
 
 TOKENS4 = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"]
 TOTALS4 = [f"total_{k}" for k in TOKENS4]
@@ -310,3 +313,32 @@ def test_lists_are_arrays_never_null(client: TestClient, setup: dict[str, Any]) 
         assert get(client, f"/api/runtimes/{setup['rt']}{url}", setup["token"]) == []
     assert get(client, "/api/usage/daily", setup["token"], "acme") == []
     assert get(client, "/api/usage/summary", setup["token"], "acme") == []
+
+
+def test_json_bodies_are_what_row_to_json_writes(db: Any, db_url: str) -> None:
+    """Report bodies are built by concatenation and casts: byte for byte row_to_json's text,
+    for every type a report returns, NULLs, escapes and ISO dates included, whatever the
+    database's DateStyle."""
+    sql = r"""
+        SELECT * FROM (VALUES
+            ('7a3f7e1e-0c1a-4f59-9d5e-3f1c2b8a9d10'::uuid, date '2026-03-29', 'plain',
+             9223372036854775807::bigint, 7::int, 0.0000000001::numeric, true, 'it''s',
+             timestamptz '2026-03-29 01:30:00+00', '{"a": [1, 2]}'::jsonb),
+            (NULL, date '0044-03-15', E'q"uote \\ back\nline\ttab\u0001 ünï €',
+             -1, NULL, 12.5000::numeric, false, NULL, NULL, NULL),
+            (NULL, NULL, NULL, NULL, -2, NULL, NULL, '', timestamptz 'infinity', 'null'::jsonb)
+        ) v("id", "day", "text", "big", "int", "num", "flag", "odd ""key"" it's", "at", "doc")
+        ORDER BY "big" NULLS LAST"""
+    name = db.execute("SELECT current_database() AS name").fetchone()["name"]
+    db.execute(f"ALTER DATABASE \"{name}\" SET DateStyle = 'German'")
+    with connect(db_url) as conn:  # a new session: the database's DateStyle, then ours
+        columns = conn.execute(describe(sql)).description
+        body = conn.execute(json_query(sql, columns)).fetchone()["body"]
+        empty = conn.execute(json_query(sql + " LIMIT 0", columns)).fetchone()["body"]
+    reference = db.execute(
+        f"SELECT '[' || string_agg(row_to_json(q)::text, ',') || ']' AS body FROM ({sql}) q"
+    ).fetchone()["body"]
+    assert body == reference
+    assert json.loads(body)[0]["text"] == 'q"uote \\ back\nline\ttab\x01 ünï €'
+    assert [r["day"] for r in json.loads(body)] == ["0044-03-15", "2026-03-29", None]
+    assert empty == "[]"

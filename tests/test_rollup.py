@@ -336,7 +336,7 @@ def test_a_zone_change_rebuilds_the_day_buckets(world: World, db: psycopg.Connec
     # Until a tick rebuilds them, reads in the new zone do not use them.
     db.execute(f"UPDATE usage_day SET input_tokens = 0 WHERE runtime_id = '{rid}'")
     raw = _runtime_report(db, rid, False)
-    assert [r["date"] for r in raw] == [str(at.date() + timedelta(days=1))]
+    assert [r["date"] for r in raw] == [at.date() + timedelta(days=1)]
     assert _runtime_report(db, rid, True) == raw
     rollup.tick(db)
     assert rollup.health(db)["zones_building"] == 0

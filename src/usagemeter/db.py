@@ -70,10 +70,11 @@ def database_url(cfg: Config) -> str:
     return cfg.database_url or start_embedded(cfg.data_dir)
 
 
-# Report math never depends on the zone; it only fixes how timestamps are rendered.
+# Report math never depends on the zone; it only fixes how timestamps are rendered. Dates
+# are rendered in ISO form (web.json_query).
 # Reports are index reads whose cost estimates (a window of unknown size) can pass
 # jit_above_cost, and compiling them took seconds where running them takes milliseconds.
-_SESSION = "SET TimeZone = 'UTC'; SET jit = off"
+_SESSION = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET jit = off"
 
 
 def connect(url: str) -> psycopg.Connection[Row]:

@@ -6,7 +6,7 @@
 -- name: runtime_usage
 -- Daily tokens and cost of one runtime per provider and model.
 SELECT %(runtime_id)s::uuid AS runtime_id,
-       to_char(r.date, 'YYYY-MM-DD') AS date, r.provider, r.model,
+       r.date, r.provider, r.model,
        r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens,
        usd(r.cost_units) AS cost_usd, r.unpriced_tokens
 FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
@@ -62,7 +62,7 @@ ORDER BY s.hour;
 
 -- name: workspace_daily
 -- Daily tokens, distinct tasks and cost of a workspace per model.
-SELECT to_char(r.date, 'YYYY-MM-DD') AS date, r.model,
+SELECT r.date, r.model,
        r.input_tokens AS total_input_tokens, r.output_tokens AS total_output_tokens,
        r.cache_read_tokens AS total_cache_read_tokens,
        r.cache_write_tokens AS total_cache_write_tokens,

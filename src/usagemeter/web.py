@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import re
 import zoneinfo
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from math import isfinite
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
+import psycopg
 import simplejson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from psycopg import postgres
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
@@ -126,20 +128,63 @@ def exact_json(content: Any) -> Response:
     return Response(body, media_type="application/json")
 
 
-def json_query(sql: str) -> str:
-    """The query whose one row's `body` is the rows of `sql` as a compact JSON array in
-    their order, rendered by PostgreSQL: numbers exactly as stored, and no Python object per
-    row or value (a report may have hundreds of rows). An aggregate over a sorted subquery
-    reads it in order."""
+# How json_query writes a column of each type, as row_to_json would: numbers and booleans
+# bare, uuids and dates quoted (dates in ISO form: every connection sets DateStyle), any other
+# type through to_json. Numbers here are finite: the service validates every number it stores.
+_BARE = {postgres.types[name].oid for name in ("bool", "int2", "int4", "int8", "numeric")}
+_QUOTED = {postgres.types[name].oid for name in ("date", "uuid")}
+
+
+def _json_value(column: psycopg.Column) -> str:
+    ref = 'q."' + column.name.replace('"', '""') + '"'
+    if column.type_code in _BARE:
+        return f"{ref}::text"
+    if column.type_code in _QUOTED:
+        return f"'\"' || {ref}::text || '\"'"
+    return f"to_json({ref})::text"
+
+
+def _subquery(sql: str) -> str:
+    return sql.rstrip().removesuffix(";")
+
+
+def describe(sql: str) -> str:
+    """A statement that runs nothing and tells the columns of `sql`."""
+    return f"SELECT * FROM ({_subquery(sql)}) q LIMIT 0"
+
+
+def json_query(sql: str, columns: Sequence[psycopg.Column]) -> str:
+    """The query whose one row's `body` is the rows of `sql` (of these columns) as a compact
+    JSON array in their order, rendered by PostgreSQL: numbers exactly as stored, and no
+    Python object per row or value (a report may have hundreds of rows). The text is what
+    row_to_json writes, built by concatenation and casts, which took half the time of
+    row_to_json on a 546-row report. An aggregate over a sorted subquery reads it in order."""
+    fields = " || ',' || ".join(
+        f"{sql_literal(json.dumps(c.name) + ':')} || coalesce({_json_value(c)}, 'null')"
+        for c in columns
+    )
     return (
-        "SELECT coalesce('[' || string_agg(row_to_json(q)::text, ',') || ']', '[]')"
-        f" AS body FROM ({sql.rstrip().removesuffix(';')}) q"
+        f"SELECT coalesce('[' || string_agg('{{' || {fields} || '}}', ',') || ']', '[]')"
+        f" AS body FROM ({_subquery(sql)}) q"
     )
 
 
+def sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+_RENDERERS: dict[str, str] = {}
+
+
 async def json_rows(conn: AConn, sql: str, params: dict[str, Any]) -> Response:
-    """A query's rows as a JSON response (json_query)."""
-    row = await one(conn, json_query(sql), params)
+    """A query's rows as a JSON response (json_query, built once per query and process from
+    the columns the query describes)."""
+    query = _RENDERERS.get(sql)
+    if query is None:
+        cur = await conn.execute(describe(sql), params)
+        assert cur.description is not None
+        query = _RENDERERS[sql] = json_query(sql, cur.description)
+    row = await one(conn, query, params)
     assert row is not None  # an aggregate always has one row
     return Response(row["body"], media_type="application/json")
 
