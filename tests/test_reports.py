@@ -331,6 +331,7 @@ def test_json_bodies_are_what_row_to_json_writes(db: Any, db_url: str) -> None:
         ORDER BY "big" NULLS LAST"""
     name = db.execute("SELECT current_database() AS name").fetchone()["name"]
     db.execute(f"ALTER DATABASE \"{name}\" SET DateStyle = 'German'")
+    conn: Any
     with connect(db_url) as conn:  # a new session: the database's DateStyle, then ours
         columns = conn.execute(describe(sql)).description
         body = conn.execute(json_query(sql, columns)).fetchone()["body"]
