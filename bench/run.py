@@ -333,6 +333,11 @@ def bench(server: str, rows: int, runs: int, reuse: bool) -> dict[str, Any]:
                 " WHERE provider LIKE ANY (ARRAY['bench-%', 'tick-%', 'ingest-%'])"
             )
             rollup.drain(conn, 1_000_000)
+            # The writes of earlier runs leave dead rows (1.3M in task_usage at 10M after
+            # two runs, short of autovacuum's threshold) that slowed the raw reads 2x.
+            t = time.perf_counter()
+            conn.execute("VACUUM ANALYZE")
+            print(f"  VACUUM ANALYZE: {time.perf_counter() - t:.1f} s", flush=True)
         load_s = build_s = float("nan")
     else:
         load_s, build_s = build(server, url, name, rows)
