@@ -333,8 +333,9 @@ def bench(server: str, rows: int, runs: int, reuse: bool) -> dict[str, Any]:
                 " WHERE provider LIKE ANY (ARRAY['bench-%', 'tick-%', 'ingest-%'])"
             )
             rollup.drain(conn, 1_000_000)
-            # The writes of earlier runs leave dead rows (1.3M in task_usage at 10M after
-            # two runs, short of autovacuum's threshold) that slowed the raw reads 2x.
+            # Earlier runs' writes leave dead rows, short of autovacuum's threshold: 1.3M in
+            # task_usage at 10M after two runs, with which the raw workspace reads took up
+            # to 1.7x as long.
             t = time.perf_counter()
             conn.execute("VACUUM ANALYZE")
             print(f"  VACUUM ANALYZE: {time.perf_counter() - t:.1f} s", flush=True)

@@ -327,7 +327,7 @@ def test_json_bodies_are_what_row_to_json_writes(db: Any, db_url: str) -> None:
             (NULL, date '0044-03-15', E'q"uote \\ back\nline\ttab\u0001 ünï €',
              -1, NULL, 12.5000::numeric, false, NULL, NULL, NULL),
             (NULL, NULL, NULL, NULL, -2, NULL, NULL, '', timestamptz 'infinity', 'null'::jsonb)
-        ) v("id", "day", "text", "big", "int", "num", "flag", "odd ""key"" it's", "at", "doc")
+        ) v("id", "day", "text", "big", "int", "num", "flag", "odd ""kéy"" it's", "at", "doc")
         ORDER BY "big" NULLS LAST"""
     name = db.execute("SELECT current_database() AS name").fetchone()["name"]
     db.execute(f"ALTER DATABASE \"{name}\" SET DateStyle = 'German'")
