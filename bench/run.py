@@ -459,8 +459,10 @@ def main() -> None:
     try:
         results = [bench(server, n, args.runs, args.reuse) for n in args.rows]
         urls = [r["url"] for r in results]
-        print("== rollup reads of the first and last database, side by side", flush=True)
-        flat = flatness(urls, [r["s"] for r in results], args.runs) if len(urls) > 1 else []
+        flat = []
+        if len(urls) > 1:
+            print("== rollup reads of the first and last database, side by side", flush=True)
+            flat = flatness(urls, [r["s"] for r in results], args.runs)
         # Writes last: their dead rows set autovacuum to work on the shared cores, and the
         # statistics they leave behind are not those of the data read above.
         print("== ingest, then ticks on the databases in turn", flush=True)
