@@ -348,6 +348,7 @@ def bench(server: str, rows: int, runs: int, reuse: bool) -> dict[str, Any]:
             " (SELECT count(*) FROM usage_rollup) AS segments,"
             " (SELECT count(*) FROM usage_rollup_ws) AS ws_segments,"
             " (SELECT count(*) FROM usage_day) AS day_buckets,"
+            " (SELECT count(*) FROM usage_day_ws) AS ws_day_buckets,"
             " (SELECT count(*) FROM activity_rollup) AS activity,"
             " (SELECT count(*) FROM usage_offset) AS offsets"
         ).fetchone()
@@ -380,7 +381,7 @@ def ingest_rates(url: str) -> tuple[float, float]:
 
 
 def rollup_rows(r: dict[str, Any]) -> int:
-    return sum(r["sizes"][k] for k in ("segments", "ws_segments", "day_buckets"))
+    return sum(r["sizes"][k] for k in ("segments", "ws_segments", "day_buckets", "ws_day_buckets"))
 
 
 def report(results: list[dict[str, Any]], flat: list[tuple[str, float, float]]) -> None:
@@ -402,10 +403,12 @@ def report(results: list[dict[str, Any]], flat: list[tuple[str, float, float]]) 
     print("|---|" + "---|" * len(results))
     rows = [
         (
-            "rollup rows (runtime segments + workspace segments + day buckets) / task_usage rows",
+            "rollup rows (runtime segments + workspace segments + day buckets + workspace UTC"
+            " day buckets) / task_usage rows",
             lambda r: (
                 f"{r['sizes']['segments']:,} + {r['sizes']['ws_segments']:,} + "
-                f"{r['sizes']['day_buckets']:,} ({rollup_rows(r) / r['rows']:.3f}x, "
+                f"{r['sizes']['day_buckets']:,} + {r['sizes']['ws_day_buckets']:,} "
+                f"({rollup_rows(r) / r['rows']:.3f}x, "
                 f"{r['sizes']['offsets']} UTC offsets)"
             ),
         ),

@@ -380,6 +380,41 @@ def test_reads_without_dates_take_day_buckets_in_any_zone(
     assert tokens(False) == [110]
 
 
+def test_workspace_reads_take_utc_day_buckets_where_they_fit(
+    world: World, db: psycopg.Connection[Row]
+) -> None:
+    ws = world.workspace()
+    rid = world.runtime(ws, tz="Asia/Kolkata")
+    agent = world.agent(ws, rid)
+    row = db.execute("SELECT usage_since(now(), 'Asia/Kolkata', 7) AS s").fetchone()
+    assert row is not None
+    since = row["s"]  # a Kolkata midnight, 18:30 UTC
+    # One row before the next UTC midnight (in a segment), one on a whole UTC day.
+    for at, n in ((since + timedelta(hours=1), 100), (since + timedelta(days=2, hours=7), 10)):
+        world.usage(world.task(agent, rid), at=at, tokens=(n, 0, 0, 0))
+    rollup.drain(db)
+
+    def tokens(report: str, tz: str, rollup_on: bool = True) -> list[int]:
+        p = {"workspace_id": ws, "days": 7, "tz": tz, "rollup": rollup_on}
+        return [r["total_input_tokens"] for r in db.execute(report, p)]
+
+    summary, daily = usage.Q.workspace_summary, usage.Q.workspace_daily
+    raw = {tz: tokens(daily, tz, False) for tz in ("Asia/Kolkata", "UTC")}
+    assert tokens(summary, "Asia/Kolkata") == tokens(summary, "Asia/Kolkata", False) == [110]
+    assert raw["Asia/Kolkata"] == [10, 100] and 10 in raw["UTC"]
+    assert {tz: tokens(daily, tz) for tz in raw} == raw
+    # Tamper with the UTC day buckets: the summary takes them for its whole UTC days and the
+    # segment before; a daily report takes them only where its local dates are UTC days.
+    db.execute("UPDATE usage_day_ws SET input_tokens = input_tokens + 1")
+    assert tokens(summary, "Asia/Kolkata") == [111]
+    assert tokens(daily, "Asia/Kolkata") == raw["Asia/Kolkata"]
+    assert tokens(daily, "UTC") == [n + 1 for n in raw["UTC"]]
+    db.execute("UPDATE usage_rollup_ws SET input_tokens = input_tokens + 1000")
+    assert tokens(summary, "Asia/Kolkata") == [1111]
+    assert tokens(daily, "Asia/Kolkata") == [1010, 1100]
+    assert tokens(daily, "UTC") == [n + 1 for n in raw["UTC"]]
+
+
 def test_multi_provider_pairs_follow_their_rows(world: World, db: psycopg.Connection[Row]) -> None:
     ws = world.workspace()
     rid = world.runtime(ws, tz="UTC")
@@ -641,6 +676,18 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
         == db.execute(
             f"SELECT {keys}, {sums}, sum(cost_usd) AS cost_usd, sum(rows)::int AS rows"
             f" FROM usage_rollup GROUP BY {keys} ORDER BY {keys}"
+        ).fetchall()
+    )
+    # The workspace UTC day buckets are the sums of the workspace segments per UTC day.
+    keys = "workspace_id, day, provider, model, reported"
+    assert (
+        db.execute(
+            f"SELECT {keys}, {', '.join(cols)}, cost_usd, rows FROM usage_day_ws ORDER BY {keys}"
+        ).fetchall()
+        == db.execute(
+            f"SELECT {keys}, {sums}, sum(cost_usd) AS cost_usd, sum(rows)::int AS rows"
+            " FROM (SELECT *, utc_day(seg_start) AS day FROM usage_rollup_ws) s"
+            f" GROUP BY {keys} ORDER BY {keys}"
         ).fetchall()
     )
     # The day buckets are task_usage summed per local date in each runtime's zone.
