@@ -124,6 +124,11 @@ def cases(
             usage.Q.workspace_daily,
             {**ws, "days": 30, "tz": s["other"]},
         ),
+        (
+            "workspace daily 30d, UTC (UTC day buckets)",
+            usage.Q.workspace_daily,
+            {**ws, "days": 30, "tz": "UTC"},
+        ),
         ("workspace summary 30d", usage.Q.workspace_summary, {**ws, "days": 30, "tz": s["own"]}),
         (
             "runtime list (14d cost each)",
