@@ -5,8 +5,9 @@
 -- segments for one workspace's 30 days at 10M usage rows, against 1,607 at 1M: reads grew
 -- with how full each day's cuts are); it has one bucket per key however busy it is.
 -- A UTC day has one price, so these buckets are priced when read, as segments are.
--- rollup_end becomes plpgsql: as a SQL function that cannot be inlined, its query was
--- planned again at every call.
+-- rollup_end becomes plpgsql: as an SQL function that cannot be inlined, its query was
+-- planned again at every call on PostgreSQL 15 (0.17 ms of each other-zone and workspace
+-- report at 10M, side by side).
 
 -- No tick may fold between filling the buckets and the new rollup_add.
 SELECT rollup_lock(true);
