@@ -125,7 +125,7 @@ def cases(
             {**ws, "days": 30, "tz": s["other"]},
         ),
         (
-            "workspace daily 30d, UTC (UTC day buckets)",
+            "workspace daily 30d, UTC",
             usage.Q.workspace_daily,
             {**ws, "days": 30, "tz": "UTC"},
         ),
@@ -354,6 +354,7 @@ def bench(server: str, rows: int, runs: int, reuse: bool) -> dict[str, Any]:
             " (SELECT count(*) FROM usage_rollup_ws) AS ws_segments,"
             " (SELECT count(*) FROM usage_day) AS day_buckets,"
             " (SELECT count(*) FROM usage_day_ws) AS ws_day_buckets,"
+            " (SELECT count(*) FROM usage_head_ws) AS ws_heads,"
             " (SELECT count(*) FROM activity_rollup) AS activity,"
             " (SELECT count(*) FROM usage_offset) AS offsets"
         ).fetchone()
@@ -385,8 +386,11 @@ def ingest_rates(url: str) -> tuple[float, float]:
     return statistics.median(rates[0::2]), statistics.median(rates[1::2])
 
 
+KINDS = ("segments", "ws_segments", "day_buckets", "ws_day_buckets", "ws_heads")
+
+
 def rollup_rows(r: dict[str, Any]) -> int:
-    return sum(r["sizes"][k] for k in ("segments", "ws_segments", "day_buckets", "ws_day_buckets"))
+    return sum(r["sizes"][k] for k in KINDS)
 
 
 def report(results: list[dict[str, Any]], flat: list[tuple[str, float, float]]) -> None:
@@ -409,11 +413,10 @@ def report(results: list[dict[str, Any]], flat: list[tuple[str, float, float]]) 
     rows = [
         (
             "rollup rows (runtime segments + workspace segments + day buckets + workspace UTC"
-            " day buckets) / task_usage rows",
+            " day buckets + workspace heads) / task_usage rows",
             lambda r: (
-                f"{r['sizes']['segments']:,} + {r['sizes']['ws_segments']:,} + "
-                f"{r['sizes']['day_buckets']:,} + {r['sizes']['ws_day_buckets']:,} "
-                f"({rollup_rows(r) / r['rows']:.3f}x, "
+                " + ".join(f"{r['sizes'][k]:,}" for k in KINDS)
+                + f" ({rollup_rows(r) / r['rows']:.3f}x, "
                 f"{r['sizes']['offsets']} UTC offsets)"
             ),
         ),

@@ -380,16 +380,14 @@ def test_reads_without_dates_take_day_buckets_in_any_zone(
     assert tokens(False) == [110]
 
 
-def test_workspace_reads_take_utc_day_buckets_where_they_fit(
-    world: World, db: psycopg.Connection[Row]
-) -> None:
+def test_workspace_reads_take_utc_days_and_heads(world: World, db: psycopg.Connection[Row]) -> None:
     ws = world.workspace()
     rid = world.runtime(ws, tz="Asia/Kolkata")
     agent = world.agent(ws, rid)
     row = db.execute("SELECT usage_since(now(), 'Asia/Kolkata', 7) AS s").fetchone()
     assert row is not None
     since = row["s"]  # a Kolkata midnight, 18:30 UTC
-    # One row before the next UTC midnight (in a segment), one on a whole UTC day.
+    # One row after 18:30 UTC (the tail of its UTC day), one before (the head of its day).
     for at, n in ((since + timedelta(hours=1), 100), (since + timedelta(days=2, hours=7), 10)):
         world.usage(world.task(agent, rid), at=at, tokens=(n, 0, 0, 0))
     rollup.drain(db)
@@ -401,17 +399,25 @@ def test_workspace_reads_take_utc_day_buckets_where_they_fit(
     summary, daily = usage.Q.workspace_summary, usage.Q.workspace_daily
     raw = {tz: tokens(daily, tz, False) for tz in ("Asia/Kolkata", "UTC")}
     assert tokens(summary, "Asia/Kolkata") == tokens(summary, "Asia/Kolkata", False) == [110]
-    assert raw["Asia/Kolkata"] == [10, 100] and 10 in raw["UTC"]
+    assert raw["Asia/Kolkata"] == [10, 100] and sorted(raw["UTC"]) == [10, 100]
     assert {tz: tokens(daily, tz) for tz in raw} == raw
-    # Tamper with the UTC day buckets: the summary takes them for its whole UTC days and the
-    # segment before; a daily report takes them only where its local dates are UTC days.
-    db.execute("UPDATE usage_day_ws SET input_tokens = input_tokens + 1")
-    assert tokens(summary, "Asia/Kolkata") == [111]
-    assert tokens(daily, "Asia/Kolkata") == raw["Asia/Kolkata"]
-    assert tokens(daily, "UTC") == [n + 1 for n in raw["UTC"]]
+    heads = "SELECT cut, input_tokens FROM usage_head_ws WHERE workspace_id = %s ORDER BY cut"
+    assert db.execute(heads, (ws,)).fetchall() == [{"cut": 66600, "input_tokens": 10}]
+    # Tamper with each table in turn. Segments are not read:
     db.execute("UPDATE usage_rollup_ws SET input_tokens = input_tokens + 1000")
-    assert tokens(summary, "Asia/Kolkata") == [1111]
-    assert tokens(daily, "Asia/Kolkata") == [1010, 1100]
+    assert tokens(summary, "Asia/Kolkata") == [110]
+    assert {tz: tokens(daily, tz) for tz in raw} == raw
+    # every read takes the UTC day buckets, each UTC day in the date of its last part (the
+    # 10 tokens are in the head of their UTC day, which moves them to the date before);
+    db.execute("UPDATE usage_day_ws SET input_tokens = input_tokens + 1")
+    assert tokens(summary, "Asia/Kolkata") == [112]
+    assert tokens(daily, "Asia/Kolkata") == [10, 101]
+    assert tokens(daily, "UTC") == [n + 1 for n in raw["UTC"]]
+    # a Kolkata date takes the head of its last UTC day and gives up that of its first (the
+    # summary's and UTC's days start at no head here).
+    db.execute("UPDATE usage_head_ws SET input_tokens = input_tokens + 1000")
+    assert tokens(summary, "Asia/Kolkata") == [112]
+    assert tokens(daily, "Asia/Kolkata") == [1010, 101]
     assert tokens(daily, "UTC") == [n + 1 for n in raw["UTC"]]
 
 
@@ -687,6 +693,26 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
         == db.execute(
             f"SELECT {keys}, {sums}, sum(cost_usd) AS cost_usd, sum(rows)::int AS rows"
             " FROM (SELECT *, utc_day(seg_start) AS day FROM usage_rollup_ws) s"
+            f" GROUP BY {keys} ORDER BY {keys}"
+        ).fetchall()
+    )
+    # The heads are those sums over the segments before each cut of every ready offset.
+    assert db.execute("SELECT array_agg(cut ORDER BY cut) AS c FROM usage_head_cut").fetchone() == (
+        db.execute(
+            "SELECT array_agg(DISTINCT (86400 - offset_s) % 86400) AS c FROM usage_offset"
+            " WHERE state = 'ready' AND offset_s <> 0"
+        ).fetchone()
+    )
+    keys = "workspace_id, cut, day, provider, model, reported"
+    heads = db.execute(
+        f"SELECT {keys}, {', '.join(cols)}, cost_usd, rows FROM usage_head_ws ORDER BY {keys}"
+    ).fetchall()
+    assert heads and (
+        heads
+        == db.execute(
+            f"SELECT {keys}, {sums}, sum(cost_usd) AS cost_usd, sum(rows)::int AS rows"
+            " FROM (SELECT s.*, c.cut, utc_day(s.seg_start) AS day FROM usage_rollup_ws s"
+            " JOIN usage_head_cut c ON day_second(s.seg_start) < c.cut) s"
             f" GROUP BY {keys} ORDER BY {keys}"
         ).fetchall()
     )
