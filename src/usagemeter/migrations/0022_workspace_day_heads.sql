@@ -60,7 +60,7 @@ BEGIN
     WITH c AS (
         INSERT INTO usage_head_cut (cut)
         SELECT DISTINCT (86400 - offset_s) % 86400 FROM usage_offset
-        WHERE state = 'ready' AND offset_s % 86400 <> 0
+        WHERE state = 'ready' AND offset_s <> 0
         ON CONFLICT DO NOTHING
         RETURNING cut
     )
