@@ -52,10 +52,14 @@ CREATE TABLE usage_head_ws (
 CREATE INDEX idx_usage_head_ws_empty ON usage_head_ws (workspace_id) WHERE rows = 0;
 
 -- Build the heads of the ready cuts that have none yet. Offsets become ready in the tick,
--- under the rollup lock, when every segment is cut at them.
+-- under the rollup lock, when every segment is cut at them. The tick's statement that makes
+-- them ready runs in nearly every tick, mostly changing nothing: the segments are read only
+-- when a cut is new (a join with no new cut still scanned every workspace segment).
 CREATE FUNCTION build_heads()
 RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_cuts integer[];
 BEGIN
     WITH c AS (
         INSERT INTO usage_head_cut (cut)
@@ -64,13 +68,16 @@ BEGIN
         ON CONFLICT DO NOTHING
         RETURNING cut
     )
-    INSERT INTO usage_head_ws
-    SELECT x.workspace_id, c.cut, utc_day(x.seg_start), x.provider, x.model, x.reported,
-           sum(x.input_tokens), sum(x.output_tokens), sum(x.cache_read_tokens),
-           sum(x.cache_write_tokens), sum(x.cost_usd), sum(x.rows)
-    FROM c
-    JOIN usage_rollup_ws x ON day_second(x.seg_start) < c.cut
-    GROUP BY 1, 2, 3, 4, 5, 6;
+    SELECT array_agg(cut) INTO v_cuts FROM c;
+    IF v_cuts IS NOT NULL THEN
+        INSERT INTO usage_head_ws
+        SELECT x.workspace_id, c.cut, utc_day(x.seg_start), x.provider, x.model, x.reported,
+               sum(x.input_tokens), sum(x.output_tokens), sum(x.cache_read_tokens),
+               sum(x.cache_write_tokens), sum(x.cost_usd), sum(x.rows)
+        FROM unnest(v_cuts) c(cut)
+        JOIN usage_rollup_ws x ON day_second(x.seg_start) < c.cut
+        GROUP BY 1, 2, 3, 4, 5, 6;
+    END IF;
     RETURN NULL;
 END
 $$;
