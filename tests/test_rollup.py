@@ -132,6 +132,10 @@ class Scene:
             )
         elif kind == "register":
             self.exec("SELECT register_zone(%s)", (ZONES[a[0]],))
+        elif kind == "view":  # as the server does on a runtime's daily report in a zone
+            runtime, zone = a
+            self.exec("SELECT register_zone(%s)", (ZONES[zone],))
+            self.exec("SELECT register_runtime_zone(%s, %s)", (self.runtimes[runtime], ZONES[zone]))
         elif kind == "price":
             model, days_ago, cents = a
             self.exec(
@@ -211,6 +215,7 @@ STEPS: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
     "drop_runtime": st.tuples(st.just("drop_runtime"), st.integers(0, 2)),
     "zone": st.tuples(st.just("zone"), st.integers(0, 2), st.integers(0, len(ZONES) - 1)),
     "register": st.tuples(st.just("register"), st.integers(0, len(ZONES) - 1)),
+    "view": st.tuples(st.just("view"), st.integers(0, 2), st.integers(0, len(ZONES) - 1)),
     "price": st.tuples(st.just("price"), st.integers(0, 2), st.integers(-2, 40), st.integers(0, 9)),
 }
 # Writes and ticks often, deletes now and then.
@@ -227,6 +232,7 @@ WEIGHTS = {
     "drop_runtime": 1,
     "zone": 2,
     "register": 2,
+    "view": 2,
     "price": 1,
 }
 step = st.sampled_from([k for k, w in WEIGHTS.items() for _ in range(w)]).flatmap(STEPS.__getitem__)
@@ -320,33 +326,61 @@ def test_reads_add_queued_changes_to_buckets_and_backfill_repairs_them(
     assert r.exit_code == 2
 
 
-def test_a_zone_change_rebuilds_the_day_buckets(world: World, db: psycopg.Connection[Row]) -> None:
+def test_a_zone_change_builds_day_buckets_in_the_new_zone(
+    world: World, db: psycopg.Connection[Row]
+) -> None:
     ws = world.workspace()
     rid = world.runtime(ws, tz="UTC")
     task = world.task(world.agent(ws, rid), rid)
     at = world.today_utc() - timedelta(days=2, hours=4)  # 01:30 the next day in Kolkata
     world.usage(task, at=at, tokens=(100, 0, 0, 0))
     rollup.drain(db)
-    days = "SELECT day, utc_day, rows FROM usage_day WHERE runtime_id = %s"
-    assert db.execute(days, (rid,)).fetchall() == [
-        {"day": at.date(), "utc_day": at.date(), "rows": 1}
-    ]
+    days = "SELECT zone, day, utc_day, rows FROM usage_day WHERE runtime_id = %s ORDER BY zone"
+    utc = {"zone": "UTC", "day": at.date(), "utc_day": at.date(), "rows": 1}
+    assert db.execute(days, (rid,)).fetchall() == [utc]
     db.execute("UPDATE agent_runtime SET timezone = 'Asia/Kolkata' WHERE id = %s", (rid,))
     assert rollup.health(db)["zones_building"] == 1
-    # Until a tick rebuilds them, reads in the new zone do not use them.
+    # Until a tick builds them, reads in the new zone take segments.
     db.execute(f"UPDATE usage_day SET input_tokens = 0 WHERE runtime_id = '{rid}'")
     raw = _runtime_report(db, rid, False)
     assert [r["date"] for r in raw] == [at.date() + timedelta(days=1)]
     assert _runtime_report(db, rid, True) == raw
     rollup.tick(db)
     assert rollup.health(db)["zones_building"] == 0
-    assert db.execute(days, (rid,)).fetchall() == [
-        {"day": at.date() + timedelta(days=1), "utc_day": at.date(), "rows": 1}
-    ]
+    kolkata = {"zone": "Asia/Kolkata", "day": at.date() + timedelta(days=1), "rows": 1}
+    assert db.execute(days, (rid,)).fetchall() == [{**kolkata, "utc_day": at.date()}, utc]
     assert _runtime_report(db, rid, True) == raw
-    # and then the day buckets serve them.
-    db.execute("UPDATE usage_day SET input_tokens = 1")
+    # and then the day buckets of that zone serve them.
+    db.execute("UPDATE usage_day SET input_tokens = 1 WHERE zone = 'Asia/Kolkata'")
     assert [r["input_tokens"] for r in _runtime_report(db, rid, True)] == [1]
+
+
+def test_a_runtime_read_in_another_zone_gets_day_buckets_there(
+    world: World, db: psycopg.Connection[Row], client: Any
+) -> None:
+    ws = world.workspace()
+    rid = world.runtime(ws, tz="UTC")
+    task = world.task(world.agent(ws, rid), rid)
+    world.usage(task, at=world.today_utc() - timedelta(days=2, hours=4), tokens=(100, 0, 0, 0))
+    rollup.drain(db)
+    headers = auth(world.token())
+    url = f"/api/runtimes/{rid}/usage?days=7&tz=Asia/Kolkata"
+    first = client.get(url, headers=headers).json()
+    assert [r["input_tokens"] for r in first] == [100]
+    zones = "SELECT zone, ready FROM usage_day_zone WHERE runtime_id = %s ORDER BY zone"
+    assert db.execute(zones, (rid,)).fetchall() == [
+        {"zone": "Asia/Kolkata", "ready": False},
+        {"zone": "UTC", "ready": True},
+    ]
+    rollup.drain(db)
+    assert db.execute(zones, (rid,)).fetchall()[0] == {"zone": "Asia/Kolkata", "ready": True}
+    assert client.get(url, headers=headers).json() == first
+    # The read now takes the Kolkata buckets (not the segments, not the UTC buckets).
+    db.execute("UPDATE usage_day SET input_tokens = 1 WHERE zone = 'Asia/Kolkata'")
+    assert [r["input_tokens"] for r in client.get(url, headers=headers).json()] == [1]
+    # The by-agent report in a zone does not ask for buckets there.
+    client.get(f"/api/runtimes/{rid}/usage/by-agent?tz=Asia/Tokyo", headers=headers)
+    assert len(db.execute(zones, (rid,)).fetchall()) == 2
 
 
 def test_reads_without_dates_take_day_buckets_in_any_zone(
@@ -501,7 +535,7 @@ def test_cli_rollup_status_and_metrics(
     assert "usagemeter_rollup_zones_building 1.0" in text
     r = CliRunner().invoke(app, ["status"])
     assert r.exit_code == 0 and "rollup queue" in r.output and "2 changes" in r.output, r.output
-    assert "1 runtimes to rebuild" in r.output, r.output
+    assert "1 runtime zones to build" in r.output, r.output
     r = CliRunner().invoke(app, ["rollup"])
     assert r.exit_code == 0 and "rollup up to date" in r.output, r.output
     text = client.get("/metrics").text
@@ -510,7 +544,7 @@ def test_cli_rollup_status_and_metrics(
     assert "usagemeter_rollup_zones_building 0.0" in text
     r = CliRunner().invoke(app, ["status"])
     assert "0 changes" in r.output and "never" not in r.output, r.output
-    assert "0 runtimes to rebuild" in r.output, r.output
+    assert "0 runtime zones to build" in r.output, r.output
 
 
 def test_serve_ticks_in_the_background(config: Config, db_url: str, world: World) -> None:
@@ -596,6 +630,8 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
             "UPDATE agent_runtime SET timezone = %s WHERE id = %s",
             (rnd.choice(["America/New_York", "Asia/Kolkata"]), rts[1]),
         )
+        # A runtime's daily report read in a zone not its own, as the server asks for it.
+        conn.execute("SELECT register_runtime_zone(%s, %s)", (rnd.choice(rts), rnd.choice(ZONES)))
         time.sleep(0.05)
 
     def tick(conn: psycopg.Connection[Row], rnd: random.Random) -> None:
@@ -653,8 +689,8 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
         " ORDER BY runtime_id, seg_start, workspace_id, agent_id, provider, model, reported"
     )
     day = (
-        "SELECT * FROM usage_day"
-        " ORDER BY runtime_id, day, utc_day, workspace_id, agent_id, provider, model, reported"
+        "SELECT * FROM usage_day ORDER BY"
+        " runtime_id, zone, day, utc_day, workspace_id, agent_id, provider, model, reported"
     )
     before, before_day = db.execute(seg).fetchall(), db.execute(day).fetchall()
     assert before and db.execute("SELECT count(*) AS n FROM task_usage").fetchone() == {
@@ -716,10 +752,13 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
             f" GROUP BY {keys} ORDER BY {keys}"
         ).fetchall()
     )
-    # The day buckets are task_usage summed per local date in each runtime's zone.
+    # The day buckets are task_usage summed per local date in each of a runtime's zones:
+    # its own, those it was read in.
     assert db.execute("SELECT count(*) AS n FROM usage_day_zone WHERE NOT ready").fetchone() == {
         "n": 0
     }
+    zones = db.execute("SELECT count(DISTINCT zone) AS n FROM usage_day").fetchone()
+    assert zones and zones["n"] > 3
     # A bucket of unreported usage holds its tokens at the price now in force on its UTC day.
     day_price = (
         "(SELECT s.price FROM price_segments(g.workspace_id, g.provider, g.model) s"
@@ -730,13 +769,13 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
         == db.execute(
             "SELECT g.runtime_id, g.day, g.utc_day, g.workspace_id, g.agent_id, g.provider,"
             f" g.model, g.reported, {', '.join(cols)}, CASE WHEN g.reported THEN g.cost_usd"
-            f" ELSE priced_usd({', '.join(cols)}, {day_price}) END AS cost_usd, g.rows"
-            " FROM (SELECT u.runtime_id, (u.created_at AT TIME ZONE r.timezone)::date AS day,"
+            f" ELSE priced_usd({', '.join(cols)}, {day_price}) END AS cost_usd, g.rows, g.zone"
+            " FROM (SELECT u.runtime_id, (u.created_at AT TIME ZONE z.zone)::date AS day,"
             " utc_day(u.created_at) AS utc_day, u.workspace_id, u.agent_id, u.provider, u.model,"
             f" u.cost_usd IS NOT NULL AS reported, {sums}, sum(cost_usd) AS cost_usd,"
-            " count(*)::int AS rows"
-            " FROM task_usage u JOIN agent_runtime r ON r.id = u.runtime_id"
-            " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8) g ORDER BY 1, 2, 3, 4, 5, 6, 7, 8"
+            " count(*)::int AS rows, z.zone"
+            " FROM task_usage u JOIN usage_day_zone z ON z.runtime_id = u.runtime_id"
+            " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, z.zone) g ORDER BY 1, g.zone, 2, 3, 4, 5, 6, 7, 8"
         ).fetchall()
     )
 

@@ -107,6 +107,7 @@ def create_app(cfg: Config, database_url: str) -> FastAPI:
     app = FastAPI(title="usagemeter", version=__version__, lifespan=lifespan)
     app.state.config = cfg
     app.state.zones = set()  # zones this process has registered with the rollup
+    app.state.runtime_zones = set()  # (runtime, zone) pairs it has asked day buckets in
     install_error_handlers(app)
     app.add_middleware(metrics.Measure)
     for method, path, handler in ROUTES:

@@ -290,7 +290,7 @@ def status() -> None:
             f"{state['offsets']} UTC offsets, {state['offsets_building']} being built, "
             f"{state['rebuild_keys']} runtime days to re-cut",
         )
-        table.add_row("rollup day buckets", f"{state['zones_building']} runtimes to rebuild")
+        table.add_row("rollup day buckets", f"{state['zones_building']} runtime zones to build")
     Console().print(table)
 
 

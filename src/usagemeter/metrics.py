@@ -64,7 +64,7 @@ ROLLUP = {
     ),
     "zones_building": Gauge(
         "usagemeter_rollup_zones_building",
-        "Runtimes whose day buckets wait to be rebuilt in a new zone.",
+        "Runtime zones whose day buckets wait to be built.",
         registry=REGISTRY,
     ),
 }

@@ -23,13 +23,22 @@ from usagemeter.web import (
 Q = queries(__file__)
 
 
-async def _zone(request: Request, conn: AConn, zone: str | None) -> None:
-    """Have the rollup cut days in a zone asked for by name (once per process): the first
-    reads in a new zone are exact but slower, until a tick has built its offsets."""
+async def _zone(
+    request: Request, conn: AConn, zone: str | None, runtime_id: UUID | None = None
+) -> None:
+    """Have the rollup cut days in a zone asked for by name and, given a runtime whose daily
+    report is asked in it, cut that runtime's day buckets in it too (once per process each):
+    the first reads in a new zone are exact but slower, until a tick has built them."""
+    if zone is None:
+        return
     known: set[str] = request.app.state.zones
-    if zone is not None and zone not in known:
+    if zone not in known:
         await conn.execute(Q.register_zone, {"tz": zone})
         known.add(zone)
+    pairs: set[tuple[UUID, str]] = request.app.state.runtime_zones
+    if runtime_id is not None and (runtime_id, zone) not in pairs:
+        await conn.execute(Q.register_runtime_zone, {"runtime_id": runtime_id, "tz": zone})
+        pairs.add((runtime_id, zone))
 
 
 async def _runtime_report(
@@ -41,12 +50,13 @@ async def _runtime_report(
     days: str | None,
     tz: str | None,
     default_days: int,
+    day_buckets: bool = False,
 ) -> Response:
     rid = parse_uuid(runtime_id, "runtime_id")
     n = parse_days(days, default_days)
     zone = parse_tz(tz)
     runtime = await runtime_for_caller(conn, caller, rid)
-    await _zone(request, conn, zone)
+    await _zone(request, conn, zone, rid if day_buckets else None)
     tz_name = zone or runtime["timezone"]
     params = {"runtime_id": rid, "days": n, "tz": tz_name, "rollup": rollup_enabled(request)}
     return await json_rows(conn, sql, params)
@@ -61,7 +71,9 @@ async def runtime_usage(
     tz: str | None = None,
 ) -> Response:
     """Daily tokens per provider and model (default 90 days), in the runtime's zone."""
-    return await _runtime_report(request, conn, caller, runtime_id, Q.runtime_usage, days, tz, 90)
+    return await _runtime_report(
+        request, conn, caller, runtime_id, Q.runtime_usage, days, tz, 90, day_buckets=True
+    )
 
 
 async def runtime_usage_by_agent(

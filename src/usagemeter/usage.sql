@@ -99,3 +99,6 @@ LEFT JOIN usage_report('-infinity', 'UTC', p_issue_id => %(issue_id)s,
 
 -- name: register_zone
 SELECT register_zone(%(tz)s);
+
+-- name: register_runtime_zone
+SELECT register_runtime_zone(%(runtime_id)s, %(tz)s);
