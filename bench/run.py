@@ -45,11 +45,20 @@ ROLLUP_TRIGGERS = (
 )
 
 
+def warm(f: Callable[[], Any], seconds: float = 0.05) -> None:
+    """Run f for a while (at least once): a read of 0.15 ms took 0.5-1 ms in its first ten
+    runs on a connection and settled only after about twenty."""
+    end = time.perf_counter() + seconds
+    f()
+    while time.perf_counter() < end:
+        f()
+
+
 def ms(a: Callable[[], Any], b: Callable[[], Any], runs: int) -> tuple[float, float]:
     """Median ms of a and of b, run in alternating blocks of 5: a burst of load on the shared
     machine then slows both, not one of them, and a read seldom runs right after the other
     path's (the 90-day rollup read measured 7 ms alone and 10 ms alternating with raw)."""
-    a(), b()  # warm
+    warm(a), warm(b)
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(0, runs, 5):
         for f, out in zip((a, b), times, strict=True):
@@ -480,7 +489,9 @@ def main() -> None:
         flat = []
         if len(urls) > 1:
             print("== rollup reads of the first and last database, side by side", flush=True)
-            flat = flatness(urls, [r["s"] for r in results], args.runs)
+            # Two fast reads (some take 0.1-0.3 ms, where one side or the other of 25 runs
+            # measured 2x the other's in runs minutes apart): more runs than rollup vs raw.
+            flat = flatness(urls, [r["s"] for r in results], 4 * args.runs)
         # Writes last: their dead rows set autovacuum to work on the shared cores, and the
         # statistics they leave behind are not those of the data read above.
         print("== ingest, then ticks on the databases in turn", flush=True)
