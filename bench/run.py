@@ -168,63 +168,35 @@ def reads(
     return out
 
 
-def in_database(
-    conn: psycopg.Connection[Any], name: str, sql: str, params: dict[str, Any]
-) -> Callable[[], float]:
-    """A timer of `sql` inside the database: ms per run of a plpgsql loop of it (its plan
-    cached, as the server's is; every row rendered to text), so that no round trip, client
-    or connection is in the time. Reads of 0.1-0.3 ms over the socket took 0.02-0.06 ms
-    there."""
-    fn = "pg_temp.bench_" + "".join(c if c.isalnum() else "_" for c in name)
-    stmt = psycopg.ClientCursor(conn).mogrify(sql, params).rstrip().rstrip(";")
-    conn.execute(
-        f"CREATE OR REPLACE FUNCTION {fn}(n integer) RETURNS float8 LANGUAGE plpgsql AS $bench$"
-        " DECLARE t timestamptz := clock_timestamp(); v text;"
-        f" BEGIN FOR i IN 1..n LOOP SELECT string_agg(q::text, '') INTO v FROM ({stmt}) q;"
-        " END LOOP; RETURN extract(epoch FROM clock_timestamp() - t) * 1000 / n; END $bench$"
-    )
-
-    def loop(n: int) -> float:
-        row = conn.execute(f"SELECT {fn}(%s) AS ms", (n,)).fetchone()
-        assert row is not None
-        return float(row["ms"])
-
-    n = 1
-    while loop(n) * n < 20:  # about 20 ms a call
-        n *= 2
-    return partial(loop, n)
-
-
 def flatness(
     urls: list[str], ss: list[dict[str, Any]], runs: int
-) -> list[tuple[str, float, float, float, float]]:
-    """(read, rollup ms on the first database, on the last; the same in the database): the
-    two side by side. Round trips: each database once on the connection opened first and
-    once on the one opened second, the mean of the two (reads of 0.1-0.2 ms measured up to
-    2.3x faster on the connection opened first, even with both connections to the same
-    database). In the database: median of 9 loops each, alternating."""
+) -> list[tuple[str, float, float]]:
+    """(read, rollup ms on the first database, on the last): the two side by side, each
+    database once on the connection opened first and once on the one opened second, the
+    mean of the two. Reads of 0.1-0.2 ms measured up to 2.3x faster on the connection opened
+    first, even with both connections to the same database."""
     halves = []
     for first, last in ((0, -1), (-1, 0)):
         with connect(urls[first]) as c1, connect(urls[last]) as c2:
             a, b = (c1, c2) if first == 0 else (c2, c1)
-            half = []
-            for (name, sql, pa), (_, _, pb) in zip(cases(a, ss[0]), cases(b, ss[-1]), strict=True):
-                pa, pb = {**pa, "rollup": True}, {**pb, "rollup": True}
-                trip = ms(partial(query, a, sql, pa), partial(query, b, sql, pb), runs)
-                if first == 0:
-                    ta, tb = in_database(a, name, sql, pa), in_database(b, name, sql, pb)
-                    loops: tuple[list[float], list[float]] = ([], [])
-                    for _ in range(9):
-                        loops[0].append(ta())
-                        loops[1].append(tb())
-                    inside = (statistics.median(loops[0]), statistics.median(loops[1]))
-                else:
-                    inside = (math.nan, math.nan)
-                half.append((name, *trip, *inside))
-            halves.append(half)
+            halves.append(
+                [
+                    (
+                        name,
+                        *ms(
+                            partial(query, a, sql, {**pa, "rollup": True}),
+                            partial(query, b, sql, {**pb, "rollup": True}),
+                            runs,
+                        ),
+                    )
+                    for (name, sql, pa), (_, _, pb) in zip(
+                        cases(a, ss[0]), cases(b, ss[-1]), strict=True
+                    )
+                ]
+            )
     return [
-        (name, (a1 + a2) / 2, (b1 + b2) / 2, da, db)
-        for (name, a1, b1, da, db), (_, a2, b2, _, _) in zip(*halves, strict=True)
+        (name, (a1 + a2) / 2, (b1 + b2) / 2)
+        for (name, a1, b1), (_, a2, b2) in zip(*halves, strict=True)
     ]
 
 
@@ -451,9 +423,7 @@ def rollup_rows(r: dict[str, Any]) -> int:
     return sum(r["sizes"][k] for k in KINDS)
 
 
-def report(
-    results: list[dict[str, Any]], flat: list[tuple[str, float, float, float, float]]
-) -> None:
+def report(results: list[dict[str, Any]], flat: list[tuple[str, float, float]]) -> None:
     sizes = " | ".join(f"{r['rows']:,} rows: rollup ms / raw ms / ratio" for r in results)
     print(f"\n| read (median of runs, database round trip) | {sizes} |")
     print("|---|" + "---|" * len(results))
@@ -503,16 +473,10 @@ def report(
         print(f"| {label} | " + " | ".join(f(r) for r in results) + " |")
     if len(results) > 1:
         first, last = f"{results[0]['rows']:,}", f"{results[-1]['rows']:,}"
-        print(
-            f"\n| rollup read, side by side | {first} rows ms | {last} rows ms | ratio"
-            " | in the database: ms | ms | ratio |"
-        )
-        print("|---|---|---|---|---|---|---|")
-        for name, a, b, da, db in flat:
-            print(
-                f"| {name} | {a:.2f} | {b:.2f} | {b / a:.2f}x"
-                f" | {da:.3f} | {db:.3f} | {db / da:.2f}x |"
-            )
+        print(f"\n| rollup read, side by side | {first} rows ms | {last} rows ms | ratio |")
+        print("|---|---|---|---|")
+        for name, a, b in flat:
+            print(f"| {name} | {a:.2f} | {b:.2f} | {b / a:.2f}x |")
         print(f"\ntick cost {last} / {first}: {results[-1]['tick_ms'] / results[0]['tick_ms']:.2f}")
 
 
