@@ -1,4 +1,4 @@
--- The rollup's operations (its tables and functions: migrations 0010, 0011, 0013, 0014).
+-- The rollup's operations (its tables and functions: migrations 0010 on).
 
 -- name: tick
 -- One tick: NULL when another tick holds the lock, else the changes folded plus the
