@@ -383,6 +383,45 @@ def test_a_runtime_read_in_another_zone_gets_day_buckets_there(
     assert len(db.execute(zones, (rid,)).fetchall()) == 2
 
 
+def test_a_runtime_has_day_buckets_in_at_most_8_zones(
+    world: World, db: psycopg.Connection[Row], client: Any
+) -> None:
+    ws = world.workspace()
+    rid = world.runtime(ws, tz="UTC")
+    task = world.task(world.agent(ws, rid), rid)
+    world.usage(task, at=world.today_utc() - timedelta(days=2, hours=4), tokens=(100, 0, 0, 0))
+    headers = auth(world.token())
+    viewers = [
+        "Asia/Kolkata",
+        "Asia/Tokyo",
+        "Europe/Berlin",
+        "America/New_York",
+        "Australia/Adelaide",
+        "Asia/Kathmandu",
+        "America/Sao_Paulo",
+        "Pacific/Chatham",
+        "Africa/Cairo",
+    ]
+
+    def read(zone: str) -> Any:
+        return client.get(f"/api/runtimes/{rid}/usage?days=7&tz={zone}", headers=headers).json()
+
+    first = {zone: read(zone) for zone in viewers}
+    rollup.drain(db)
+    rows = db.execute(
+        "SELECT zone, ready FROM usage_day_zone WHERE runtime_id = %s ORDER BY zone", (rid,)
+    ).fetchall()
+    assert rows == [{"zone": z, "ready": True} for z in sorted(["UTC", *viewers[:7]])]
+    buckets = "SELECT count(*) AS n FROM usage_day WHERE runtime_id = %s AND zone = %s"
+    assert db.execute(buckets, (rid, "Asia/Tokyo")).fetchone() == {"n": 1}
+    # The zones past the bound read the segments: still exact, no buckets cut there.
+    for zone in viewers:
+        assert read(zone) == first[zone]
+        assert [r["input_tokens"] for r in first[zone]] == [100]
+    for zone in viewers[7:]:
+        assert db.execute(buckets, (rid, zone)).fetchone() == {"n": 0}
+
+
 def test_reads_without_dates_take_day_buckets_in_any_zone(
     world: World, db: psycopg.Connection[Row]
 ) -> None:
