@@ -355,15 +355,20 @@ def test_a_zone_change_builds_day_buckets_in_the_new_zone(
     assert [r["input_tokens"] for r in _runtime_report(db, rid, True)] == [1]
 
 
-def test_a_runtime_read_in_another_zone_gets_day_buckets_there(
-    world: World, db: psycopg.Connection[Row], client: Any
-) -> None:
+def _utc_runtime_read_by_http(world: World) -> tuple[Any, dict[str, str]]:
+    """A UTC runtime with 100 input tokens two days ago, and a caller's headers."""
     ws = world.workspace()
     rid = world.runtime(ws, tz="UTC")
     task = world.task(world.agent(ws, rid), rid)
     world.usage(task, at=world.today_utc() - timedelta(days=2, hours=4), tokens=(100, 0, 0, 0))
+    return rid, auth(world.token())
+
+
+def test_a_runtime_read_in_another_zone_gets_day_buckets_there(
+    world: World, db: psycopg.Connection[Row], client: Any
+) -> None:
+    rid, headers = _utc_runtime_read_by_http(world)
     rollup.drain(db)
-    headers = auth(world.token())
     url = f"/api/runtimes/{rid}/usage?days=7&tz=Asia/Kolkata"
     first = client.get(url, headers=headers).json()
     assert [r["input_tokens"] for r in first] == [100]
@@ -386,11 +391,7 @@ def test_a_runtime_read_in_another_zone_gets_day_buckets_there(
 def test_a_runtime_has_day_buckets_in_at_most_8_zones(
     world: World, db: psycopg.Connection[Row], client: Any
 ) -> None:
-    ws = world.workspace()
-    rid = world.runtime(ws, tz="UTC")
-    task = world.task(world.agent(ws, rid), rid)
-    world.usage(task, at=world.today_utc() - timedelta(days=2, hours=4), tokens=(100, 0, 0, 0))
-    headers = auth(world.token())
+    rid, headers = _utc_runtime_read_by_http(world)
     viewers = [
         "Asia/Kolkata",
         "Asia/Tokyo",
