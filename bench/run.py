@@ -214,6 +214,17 @@ def in_database(
     return partial(loop, n)
 
 
+def paired(
+    a: psycopg.Connection[Any], b: psycopg.Connection[Any], ss: list[dict[str, Any]]
+) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """(read, statement, rollup parameters on a's database, on b's) of every report: a on the
+    first database, b on the last."""
+    return [
+        (name, sql, {**pa, "rollup": True}, {**pb, "rollup": True})
+        for (name, sql, pa), (_, _, pb) in zip(cases(a, ss[0]), cases(b, ss[-1]), strict=True)
+    ]
+
+
 def flatness(
     urls: list[str], ss: list[dict[str, Any]], runs: int
 ) -> list[tuple[str, float, float, float, float]]:
@@ -224,28 +235,24 @@ def flatness(
     database). In the database: the fastest of 15 loops of each, alternating. The machine's
     noise only adds time; medians of 21 loops measured 0.63-1.27x for reads whose fastest
     loops were 0.86-1.06x apart."""
-    halves = []
+    trips = []
     for first, last in ((0, -1), (-1, 0)):
         with connect(urls[first]) as c1, connect(urls[last]) as c2:
             a, b = (c1, c2) if first == 0 else (c2, c1)
-            half = []
-            for (name, sql, pa), (_, _, pb) in zip(cases(a, ss[0]), cases(b, ss[-1]), strict=True):
-                pa, pb = {**pa, "rollup": True}, {**pb, "rollup": True}
-                trip = ms(partial(query, a, sql, pa), partial(query, b, sql, pb), runs)
-                inside = (math.nan, math.nan)
-                if first == 0:
-                    ta, tb = in_database(a, sql, pa), in_database(b, sql, pb)
-                    loops: tuple[list[float], list[float]] = ([], [])
-                    for _ in range(15):
-                        loops[0].append(ta())
-                        loops[1].append(tb())
-                    inside = (min(loops[0]), min(loops[1]))
-                half.append((name, *trip, *inside))
-            halves.append(half)
-    return [
-        (name, (a1 + a2) / 2, (b1 + b2) / 2, da, db)
-        for (name, a1, b1, da, db), (_, a2, b2, _, _) in zip(*halves, strict=True)
-    ]
+            trips.append(
+                [
+                    ms(partial(query, a, sql, pa), partial(query, b, sql, pb), runs)
+                    for _, sql, pa, pb in paired(a, b, ss)
+                ]
+            )
+    out = []
+    with connect(urls[0]) as a, connect(urls[-1]) as b:
+        for (name, sql, pa, pb), (a1, b1), (a2, b2) in zip(paired(a, b, ss), *trips, strict=True):
+            ta, tb = in_database(a, sql, pa), in_database(b, sql, pb)
+            loops = [(ta(), tb()) for _ in range(15)]
+            inside = min(x for x, _ in loops), min(y for _, y in loops)
+            out.append((name, (a1 + a2) / 2, (b1 + b2) / 2, *inside))
+    return out
 
 
 def ticks(urls: list[str], rounds: int = 5) -> list[float]:
