@@ -212,3 +212,9 @@ def auth(token: str, slug: str | None = None) -> dict[str, str]:
     if slug:
         headers["X-Workspace-Slug"] = slug
     return headers
+
+
+def ok(r: Any, status: int = 200) -> Any:
+    """The JSON body of a response that has the expected status."""
+    assert r.status_code == status, r.text
+    return r.json()

@@ -1,4 +1,4 @@
-"""Authentication and workspace resolution, API.md §2."""
+"""Authentication and workspace resolution, docs/api.md."""
 
 from __future__ import annotations
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from typing import Any
-
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -13,8 +10,7 @@ from typer.testing import CliRunner
 from tests.conftest import auth
 from usagemeter.app import ROUTES
 from usagemeter.cli import app
-from usagemeter.db import Row, connect
-from usagemeter.migrate import available, migrate
+from usagemeter.db import Row
 
 runner = CliRunner()
 
@@ -44,37 +40,6 @@ def env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def test_help(args: list[str]) -> None:
     r = runner.invoke(app, [*args, "--help"])
     assert r.exit_code == 0 and "Usage" in r.output
-
-
-def test_migrations_rerun_is_a_noop(db: psycopg.Connection[Row], env: str) -> None:
-    assert migrate(db) == []
-    r = runner.invoke(app, ["migrate"])
-    assert (r.exit_code, r.output.strip()) == (0, "schema is up to date")
-    applied = [
-        row["version"] for row in db.execute("SELECT version FROM schema_migration ORDER BY 1")
-    ]
-    assert applied == [p.stem for p in available()]
-
-
-def test_concurrent_migrators_on_an_empty_database(
-    server_url: str, admin: psycopg.Connection[Row]
-) -> None:
-    admin.execute("DROP DATABASE IF EXISTS um_fresh WITH (FORCE)")
-    admin.execute("CREATE DATABASE um_fresh")
-    url = psycopg.conninfo.make_conninfo(server_url, dbname="um_fresh")
-    results: list[Any] = []
-
-    def run() -> None:
-        with connect(url) as conn:
-            results.append(migrate(conn))
-
-    threads = [threading.Thread(target=run) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(len(r) for r in results) == [0, 0, len(available())]
-    admin.execute("DROP DATABASE um_fresh WITH (FORCE)")
 
 
 def test_token_create(env: str, client: TestClient, db: psycopg.Connection[Row]) -> None:

@@ -1,4 +1,4 @@
-"""Daemon endpoints, API.md §5 and §8."""
+"""Daemon endpoints, docs/api.md."""
 
 from __future__ import annotations
 

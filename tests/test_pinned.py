@@ -1,4 +1,4 @@
-"""The behaviours the old system's own tests pinned (API.md §7), one test each."""
+"""The behaviours the old system's own tests pinned (docs/api.md, "Behaviour pinned by tests"), one test each."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Agents: create, rename, archive, rebind to another runtime (API.md §6)."""
+"""Agents: create, rename, archive, rebind to another runtime (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ async def healthz() -> dict[str, str]:
 
 
 ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
-    # Runtimes and their reports (API.md §3, §4)
+    # Runtimes and their reports (docs/api.md: reports, runtimes)
     ("GET", "/api/runtimes", runtimes.list_runtimes),
     ("PATCH", "/api/runtimes/{runtime_id}", runtimes.patch_runtime),
     ("DELETE", "/api/runtimes/{runtime_id}", runtimes.delete_runtime),
@@ -43,11 +43,11 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/api/runtimes/{runtime_id}/usage/by-agent", usage.runtime_usage_by_agent),
     ("GET", "/api/runtimes/{runtime_id}/usage/by-hour", usage.runtime_usage_by_hour),
     ("GET", "/api/runtimes/{runtime_id}/activity", usage.runtime_activity),
-    # Workspace and issue reports (API.md §3)
+    # Workspace and issue reports (docs/api.md)
     ("GET", "/api/usage/daily", usage.workspace_daily),
     ("GET", "/api/usage/summary", usage.workspace_summary),
     ("GET", "/api/issues/{issue_id}/usage", usage.issue_usage),
-    # Ingest (API.md §5, §6)
+    # Ingest (docs/api.md: ingest)
     ("POST", "/api/daemon/register", daemon.register),
     ("POST", "/api/daemon/tasks/{task_id}/usage", daemon.task_usage),
     ("POST", "/api/usage/batch", ingest.batch_usage),
@@ -56,7 +56,7 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/api/pricing/effective", pricing.effective_prices),
     ("PUT", "/api/pricing", pricing.set_price),
     ("DELETE", "/api/pricing/{price_id}", pricing.delete_price),
-    # Management (API.md §6)
+    # Management (docs/api.md)
     ("GET", "/api/me", workspaces.get_me),
     ("PATCH", "/api/me", workspaces.patch_me),
     ("GET", "/api/workspaces", workspaces.list_workspaces),

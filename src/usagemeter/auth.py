@@ -1,4 +1,4 @@
-"""Authentication (hashed bearer tokens) and workspace resolution, API.md §2."""
+"""Authentication (hashed bearer tokens) and workspace resolution, docs/api.md."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ CallerDep = Annotated[Caller, Depends(authenticate)]
 
 
 def _workspace_ref(request: Request) -> tuple[str, str] | None:
-    """The first workspace identifier present, in the order of API.md §2."""
+    """The first workspace identifier present, in the order of docs/api.md."""
     q, h = request.query_params, request.headers
     for kind, value in (
         ("slug", q.get("workspace_slug")),

@@ -1,4 +1,4 @@
-"""Daemon endpoints, API.md §5: registration and per-task usage reports."""
+"""Daemon endpoints, docs/api.md: registration and per-task usage reports."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class RegisterBody(BaseModel):
 
 
 def _runtime_row(body: RegisterBody, rt: RuntimeIn) -> dict[str, Any]:
-    """The columns of one registered runtime, by the rules of API.md §8."""
+    """The columns of one registered runtime, by the rules of docs/api.md."""
     provider = (rt.type or "").strip() or "unknown"
     device = (body.device_name or "").strip()
     version = (rt.version or "").strip()

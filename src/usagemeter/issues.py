@@ -1,4 +1,4 @@
-"""Issues: list, create, delete (API.md §6). Issue usage lives in usage.py."""
+"""Issues: list, create, delete (docs/api.md). Issue usage lives in usage.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Runtime management, API.md §4."""
+"""Runtime management, docs/api.md."""
 
 from __future__ import annotations
 

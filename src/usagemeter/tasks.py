@@ -1,4 +1,4 @@
-"""Tasks: created for an agent on its runtime, then started and finished (API.md §6)."""
+"""Tasks: created for an agent on its runtime, then started and finished (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,13 @@
-"""Usage reports, API.md §3."""
+"""Usage reports, docs/api.md."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 from fastapi import Request, Response
 
-from usagemeter.auth import Caller, CallerDep, current_workspace
+from usagemeter.auth import CallerDep, current_workspace
 from usagemeter.db import AConn, one, queries
 from usagemeter.issues import issue_for_caller
 from usagemeter.runtimes import runtime_for_caller
@@ -41,67 +42,49 @@ async def _zone(
         pairs.add((runtime_id, zone))
 
 
-async def _runtime_report(
-    request: Request,
-    conn: AConn,
-    caller: Caller,
-    runtime_id: str,
-    sql: str,
-    days: str | None,
-    tz: str | None,
-    default_days: int,
-    day_buckets: bool = False,
-) -> Response:
-    rid = parse_uuid(runtime_id, "runtime_id")
-    n = parse_days(days, default_days)
-    zone = parse_tz(tz)
-    runtime = await runtime_for_caller(conn, caller, rid)
-    await _zone(request, conn, zone, rid if day_buckets else None)
-    tz_name = zone or runtime["timezone"]
-    params = {"runtime_id": rid, "days": n, "tz": tz_name, "rollup": rollup_enabled(request)}
-    return await json_rows(conn, sql, params)
+Handler = Callable[..., Awaitable[Response]]
 
 
-async def runtime_usage(
-    runtime_id: str,
-    request: Request,
-    caller: CallerDep,
-    conn: Conn,
-    days: str | None = None,
-    tz: str | None = None,
-) -> Response:
-    """Daily tokens per provider and model (default 90 days), in the runtime's zone."""
-    return await _runtime_report(
-        request, conn, caller, runtime_id, Q.runtime_usage, days, tz, 90, day_buckets=True
-    )
+def runtime_report(query: str, default_days: int, doc: str, day_buckets: bool = False) -> Handler:
+    """The handler of a runtime report: `query` over `days` (default `default_days`) in `tz`
+    (default the runtime's zone). With day_buckets, a read in a new zone has the rollup cut
+    the runtime's day buckets in it."""
+
+    async def handler(
+        runtime_id: str,
+        request: Request,
+        caller: CallerDep,
+        conn: Conn,
+        days: str | None = None,
+        tz: str | None = None,
+    ) -> Response:
+        rid = parse_uuid(runtime_id, "runtime_id")
+        n = parse_days(days, default_days)
+        zone = parse_tz(tz)
+        runtime = await runtime_for_caller(conn, caller, rid)
+        await _zone(request, conn, zone, rid if day_buckets else None)
+        tz_name = zone or runtime["timezone"]
+        params = {"runtime_id": rid, "days": n, "tz": tz_name, "rollup": rollup_enabled(request)}
+        return await json_rows(conn, query, params)
+
+    handler.__doc__ = doc
+    return handler
 
 
-async def runtime_usage_by_agent(
-    runtime_id: str,
-    request: Request,
-    caller: CallerDep,
-    conn: Conn,
-    days: str | None = None,
-    tz: str | None = None,
-) -> Response:
-    """Tokens and task counts per agent and model (default 30 days)."""
-    return await _runtime_report(
-        request, conn, caller, runtime_id, Q.runtime_usage_by_agent, days, tz, 30
-    )
-
-
-async def runtime_usage_by_hour(
-    runtime_id: str,
-    request: Request,
-    caller: CallerDep,
-    conn: Conn,
-    days: str | None = None,
-    tz: str | None = None,
-) -> Response:
-    """Tokens and task counts per local hour of day and model (default 30 days)."""
-    return await _runtime_report(
-        request, conn, caller, runtime_id, Q.runtime_usage_by_hour, days, tz, 30
-    )
+runtime_usage = runtime_report(
+    Q.runtime_usage,
+    90,
+    "Daily tokens per provider and model (default 90 days), in the runtime's zone.",
+    day_buckets=True,
+)
+runtime_usage_by_agent = runtime_report(
+    Q.runtime_usage_by_agent, 30, "Tokens and task counts per agent and model (default 30 days)."
+)
+runtime_usage_by_hour = runtime_report(
+    Q.runtime_usage_by_hour,
+    30,
+    "Tokens and task counts per local hour of day and model (default 30 days).",
+)
 
 
 async def runtime_activity(
@@ -124,50 +107,39 @@ async def runtime_activity(
     return await json_rows(conn, Q.runtime_activity, params)
 
 
-async def _workspace_report(
-    request: Request,
-    conn: AConn,
-    caller: Caller,
-    workspace_id: UUID,
-    sql: str,
-    days: int,
-    zone: str | None,
-) -> Response:
-    await _zone(request, conn, zone)
-    tz = zone or caller.timezone or "UTC"
-    params = {
-        "workspace_id": workspace_id,
-        "days": days,
-        "tz": tz,
-        "rollup": rollup_enabled(request),
-    }
-    return await json_rows(conn, sql, params)
+def workspace_report(query: str, doc: str) -> Handler:
+    """The handler of a workspace report: `query` over `days` (default 30) in `tz` (default
+    the caller's own zone, else UTC)."""
+
+    async def handler(
+        request: Request,
+        caller: CallerDep,
+        conn: Conn,
+        days: str | None = None,
+        tz: str | None = None,
+    ) -> Response:
+        n, zone = parse_days(days, 30), parse_tz(tz)
+        ws = await current_workspace(request, caller, conn)
+        await _zone(request, conn, zone)
+        params = {
+            "workspace_id": ws.id,
+            "days": n,
+            "tz": zone or caller.timezone or "UTC",
+            "rollup": rollup_enabled(request),
+        }
+        return await json_rows(conn, query, params)
+
+    handler.__doc__ = doc
+    return handler
 
 
-async def workspace_daily(
-    request: Request,
-    caller: CallerDep,
-    conn: Conn,
-    days: str | None = None,
-    tz: str | None = None,
-) -> Response:
-    """Daily tokens and task counts per model of the whole workspace (default 30 days)."""
-    n, zone = parse_days(days, 30), parse_tz(tz)
-    ws = await current_workspace(request, caller, conn)
-    return await _workspace_report(request, conn, caller, ws.id, Q.workspace_daily, n, zone)
-
-
-async def workspace_summary(
-    request: Request,
-    caller: CallerDep,
-    conn: Conn,
-    days: str | None = None,
-    tz: str | None = None,
-) -> Response:
-    """Tokens and task counts per model of the whole workspace, biggest first."""
-    n, zone = parse_days(days, 30), parse_tz(tz)
-    ws = await current_workspace(request, caller, conn)
-    return await _workspace_report(request, conn, caller, ws.id, Q.workspace_summary, n, zone)
+workspace_daily = workspace_report(
+    Q.workspace_daily,
+    "Daily tokens and task counts per model of the whole workspace (default 30 days).",
+)
+workspace_summary = workspace_report(
+    Q.workspace_summary, "Tokens and task counts per model of the whole workspace, biggest first."
+)
 
 
 async def issue_usage(issue_id: str, caller: CallerDep, conn: Conn) -> Response:

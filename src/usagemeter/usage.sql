@@ -1,4 +1,4 @@
--- Usage reports of API.md §3, from usage_report: the rollup when `rollup` is true, else raw.
+-- Usage reports of docs/api.md, from usage_report: the rollup when `rollup` is true, else raw.
 -- Hours of day and issues have no buckets (segments are whole parts of days), so those two
 -- read task_usage through its indexes either way.
 -- Every local date and hour is computed in %(tz)s; ordering of text is byte order.

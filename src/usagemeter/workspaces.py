@@ -1,4 +1,4 @@
-"""Workspaces, members and the caller's own profile (API.md §6)."""
+"""Workspaces, members and the caller's own profile (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,3 +1,15 @@
+-- Health: the tick's own record, read by `usagemeter status` and /metrics (with the queue's
+-- depth and age), and its schedule under pg_cron.
+
+-- Health of the tick (one row).
+CREATE TABLE rollup_state (
+    one          boolean PRIMARY KEY DEFAULT true CHECK (one),
+    ticks        bigint NOT NULL DEFAULT 0,
+    last_tick_at timestamptz NULL,
+    last_keys    integer NOT NULL DEFAULT 0
+);
+INSERT INTO rollup_state DEFAULT VALUES;
+
 -- Under pg_cron, tick the rollup every minute (its finest schedule) from the database
 -- itself. Only where pg_cron is loaded for this database (shared_preload_libraries and
 -- cron.database_name) and may be created; everywhere else this does nothing, and

@@ -1,198 +1,173 @@
--- Workspace day heads: a workspace report in any zone reads one UTC day bucket per key and
--- UTC day, plus one head per key at each local midnight, instead of every segment.
+-- Reports: usage since an instant, grouped as a report asks, from the rollup or raw.
 --
--- A head is the part of a UTC day before one of its cuts: the sums of the workspace
--- segments of (workspace, UTC day, provider, model, reported) that start before the cut.
--- Every instant at a ready offset's midnight is a cut, so a local date [m, m') is
---     the UTC days from m's to m''s  -  the head of m's day up to m  +  the head of m''s day
---     up to m'
--- for any zone whose offsets are ready, DST days included (a head at cut 0 is empty). Like
--- segments and UTC day buckets, a head lies in one UTC day, so it is priced when read, and
--- prices are linear in the sums, so a head priced and subtracted is exact.
--- Before, a workspace report by date in a zone whose dates are not UTC days read each
--- day's segments (one per cut and key: 2,388 for 30 days of one workspace at 10M usage
--- rows against 1,607 at 1M, so it grew with how full each day's cuts were).
+-- usage_report is the one entry point of every usage report (usage.sql, runtimes.sql): the
+-- raw path scans task_usage through its (scope, created_at) indexes; the rollup path reads
+-- buckets (buckets.sql) and adds the deltas still queued, and answers the same rows at
+-- every instant (tests/test_schema_reports.py compares the two). Costs are priced per UTC day
+-- (pricing.sql) and summed exactly in 1e-10 USD units.
 
--- No tick may fold between building the heads and the new rollup_add.
-SELECT rollup_lock(true);
-
--- The seconds after 00:00 UTC of an instant (a cut, for the instants that are one).
-CREATE FUNCTION day_second(p_at timestamptz)
-RETURNS integer
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT floor(extract(epoch FROM p_at - utc_start(utc_day(p_at))))::int
-$$;
-
--- The cuts that have heads: every ready offset's but 0. A cut gets its heads in the
--- statement that makes its offset ready, from the segments, which are then cut at it.
-CREATE TABLE usage_head_cut (
-    cut integer PRIMARY KEY CHECK (cut > 0 AND cut < 86400)
-);
-
--- INVARIANT: for every cut in usage_head_cut, usage_head_ws = the sums of usage_rollup_ws
--- per (workspace, UTC day of the segment, provider, model, reported) over the segments
--- whose day_second is below the cut. rollup_add, which writes the segments, keeps it.
-CREATE TABLE usage_head_ws (
-    workspace_id       uuid NOT NULL,
-    cut                integer NOT NULL,
-    day                date NOT NULL,
-    provider           text NOT NULL,
-    model              text NOT NULL,
-    reported           boolean NOT NULL,
-    input_tokens       bigint NOT NULL,
-    output_tokens      bigint NOT NULL,
-    cache_read_tokens  bigint NOT NULL,
-    cache_write_tokens bigint NOT NULL,
-    cost_usd           numeric NULL,
-    rows               integer NOT NULL,
-    PRIMARY KEY (workspace_id, cut, day, provider, model, reported)
-        INCLUDE (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd,
-                 rows)
-);
-CREATE INDEX idx_usage_head_ws_empty ON usage_head_ws (workspace_id) WHERE rows = 0;
-
--- Build the heads of the ready cuts that have none yet. Offsets become ready in the tick,
--- under the rollup lock, when every segment is cut at them. The tick's statement that makes
--- them ready runs in nearly every tick, mostly changing nothing: the segments are read only
--- when a cut is new (a join with no new cut still scanned every workspace segment).
-CREATE FUNCTION build_heads()
-RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_cuts integer[];
+-- The usage rows of a runtime (else a workspace) from p_from until p_to: the raw span of a
+-- rollup read, normally empty. A function of its own so that a generic plan of the read
+-- counts on few (its ROWS) rather than a third of the scope's history, which turned its
+-- hash joins and aggregates into sorts. No parallel workers: the generic plan of this scan
+-- expects that third, and starting workers for it cost 30-50 ms.
+CREATE FUNCTION usage_rows_between(p_runtime_id uuid, p_workspace_id uuid,
+                                   p_from timestamptz, p_to timestamptz)
+RETURNS SETOF task_usage
+LANGUAGE plpgsql STABLE ROWS 10
+SET max_parallel_workers_per_gather = 0 AS $$
 BEGIN
-    WITH c AS (
-        INSERT INTO usage_head_cut (cut)
-        SELECT DISTINCT (86400 - offset_s) % 86400 FROM usage_offset
-        WHERE state = 'ready' AND offset_s <> 0
-        ON CONFLICT DO NOTHING
-        RETURNING cut
-    )
-    SELECT array_agg(cut) INTO v_cuts FROM c;
-    IF v_cuts IS NOT NULL THEN
-        INSERT INTO usage_head_ws
-        SELECT x.workspace_id, c.cut, utc_day(x.seg_start), x.provider, x.model, x.reported,
-               sum(x.input_tokens), sum(x.output_tokens), sum(x.cache_read_tokens),
-               sum(x.cache_write_tokens), sum(x.cost_usd), sum(x.rows)
-        FROM unnest(v_cuts) c(cut)
-        JOIN usage_rollup_ws x ON day_second(x.seg_start) < c.cut
-        GROUP BY 1, 2, 3, 4, 5, 6;
+    IF p_runtime_id IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM task_usage u
+                     WHERE u.runtime_id = p_runtime_id
+                       AND u.created_at >= p_from AND u.created_at < p_to;
+    ELSE
+        RETURN QUERY SELECT * FROM task_usage u
+                     WHERE u.workspace_id = p_workspace_id
+                       AND u.created_at >= p_from AND u.created_at < p_to;
     END IF;
-    RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER trg_usage_offset_heads
-AFTER UPDATE OF state ON usage_offset
-FOR EACH STATEMENT EXECUTE FUNCTION build_heads();
-
-UPDATE usage_offset SET state = state WHERE state = 'ready';  -- the trigger builds them
-
-CREATE OR REPLACE FUNCTION clear_rollup()
-RETURNS trigger
-LANGUAGE plpgsql AS $$
+-- Usage since p_since: from the rollup when p_rollup, else raw (usage_report_raw). The
+-- rollup path reads a runtime's day buckets from its first local midnight at or after
+-- p_since on, in p_tz when the runtime has ready buckets there, else (a read without dates)
+-- in any of its ready zones, where that midnight is a segment cut. It runs one plan made
+-- once per session: a custom plan cost more to make (3-4 ms) than most reads take to run,
+-- and the generic one measured as fast. The raw path is planned for its arguments on every
+-- call. The rollup path takes neither p_by_hour nor p_issue_id (segments are not whole
+-- hours; an issue is not a key of the rollup), so those reports always read raw.
+CREATE FUNCTION usage_report(p_since timestamptz, p_tz text,
+                                        p_runtime_id uuid DEFAULT NULL,
+                                        p_workspace_id uuid DEFAULT NULL,
+                                        p_issue_id uuid DEFAULT NULL,
+                                        p_by_date boolean DEFAULT false,
+                                        p_by_hour boolean DEFAULT false,
+                                        p_by_agent boolean DEFAULT false,
+                                        p_by_provider boolean DEFAULT false,
+                                        p_by_model boolean DEFAULT false,
+                                        p_count_tasks boolean DEFAULT false,
+                                        p_rollup boolean DEFAULT false)
+RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
+               input_tokens bigint, output_tokens bigint,
+               cache_read_tokens bigint, cache_write_tokens bigint,
+               task_count bigint, cost_units numeric, unpriced_tokens bigint)
+LANGUAGE plpgsql STABLE
+SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    v_zone      text;
+    v_days_from timestamptz;
 BEGIN
-    DELETE FROM usage_rollup;
-    DELETE FROM usage_rollup_ws;
-    DELETE FROM usage_day_ws;
-    DELETE FROM usage_head_ws;
-    DELETE FROM usage_day;
-    UPDATE usage_day_zone SET ready = true WHERE NOT ready;  -- nothing left to rebuild
-    DELETE FROM usage_dirty;
-    DELETE FROM usage_rebuild;
-    RETURN NULL;
+    IF NOT p_rollup THEN
+        RETURN QUERY EXECUTE
+            'SELECT * FROM usage_report_raw($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)'
+            USING p_since, p_tz, p_runtime_id, p_workspace_id, p_issue_id, p_by_date,
+                  p_by_hour, p_by_agent, p_by_provider, p_by_model, p_count_tasks;
+        RETURN;
+    END IF;
+    -- Statements of their own: a function with a subquery in its arguments is not inlined.
+    IF p_runtime_id IS NOT NULL AND isfinite(p_since) THEN
+        v_zone := (SELECT z.zone FROM usage_day_zone z
+                   WHERE z.runtime_id = p_runtime_id AND z.ready
+                   ORDER BY z.zone = p_tz DESC, z.zone
+                   LIMIT 1);
+    END IF;
+    IF v_zone = p_tz OR (v_zone IS NOT NULL AND NOT p_by_date) THEN
+        v_days_from := (((p_since - interval '1 microsecond') AT TIME ZONE v_zone)::date + 1)
+                       ::timestamp AT TIME ZONE v_zone;
+        IF NOT ((v_days_from - interval '1 microsecond') AT TIME ZONE v_zone)::date
+               < (v_days_from AT TIME ZONE v_zone)::date  -- not the first instant of its date
+           OR (v_days_from <> p_since
+               AND (p_by_date OR NOT EXISTS (
+                   SELECT FROM usage_offset o
+                   WHERE o.state = 'ready'
+                     AND o.offset_s = extract(epoch FROM (v_days_from AT TIME ZONE v_zone)
+                                                         - (v_days_from AT TIME ZONE 'UTC')))))
+        THEN
+            v_days_from := NULL;
+        END IF;
+    END IF;
+    RETURN QUERY
+    SELECT * FROM usage_report_rollup(p_since, p_tz, p_runtime_id, p_workspace_id,
+                                      p_by_date, p_by_agent, p_by_provider, p_by_model,
+                                      p_count_tasks, v_days_from, v_zone);
 END
 $$;
 
--- Add signed rows (each a usage_rollup row: a segment key and sums, negative to subtract)
--- to both segment tables, the workspace UTC day buckets and the heads of every cut after
--- the segment's start, and delete the rows left empty. Callers hold the rollup lock.
-CREATE OR REPLACE FUNCTION rollup_add(p_rows usage_rollup[])
-RETURNS void
-LANGUAGE sql AS $$
-    WITH s AS (
-        SELECT runtime_id, seg_start, agent_id, provider, model, reported, workspace_id,
-               sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-               sum(cache_read_tokens) AS cache_read_tokens,
-               sum(cache_write_tokens) AS cache_write_tokens, sum(cost_usd) AS cost_usd,
-               sum(rows) AS rows
-        FROM unnest(p_rows)
-        GROUP BY 1, 2, 3, 4, 5, 6, 7
-        HAVING (sum(rows), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens),
-                sum(cache_write_tokens), coalesce(sum(cost_usd), 0)) <> (0, 0, 0, 0, 0, 0)
-    ), seg AS (
-        INSERT INTO usage_rollup AS r
-        SELECT * FROM s
-        ON CONFLICT (runtime_id, seg_start, workspace_id, agent_id, provider, model, reported)
-        DO UPDATE SET input_tokens = r.input_tokens + excluded.input_tokens,
-                      output_tokens = r.output_tokens + excluded.output_tokens,
-                      cache_read_tokens = r.cache_read_tokens + excluded.cache_read_tokens,
-                      cache_write_tokens = r.cache_write_tokens + excluded.cache_write_tokens,
-                      cost_usd = r.cost_usd + excluded.cost_usd,
-                      rows = r.rows + excluded.rows
-    ), ws AS (
-        INSERT INTO usage_rollup_ws AS r
-        SELECT workspace_id, seg_start, provider, model, reported, sum(input_tokens),
-               sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens),
-               sum(cost_usd), sum(rows)
-        FROM s
-        GROUP BY 1, 2, 3, 4, 5
-        ON CONFLICT (workspace_id, seg_start, provider, model, reported)
-        DO UPDATE SET input_tokens = r.input_tokens + excluded.input_tokens,
-                      output_tokens = r.output_tokens + excluded.output_tokens,
-                      cache_read_tokens = r.cache_read_tokens + excluded.cache_read_tokens,
-                      cache_write_tokens = r.cache_write_tokens + excluded.cache_write_tokens,
-                      cost_usd = r.cost_usd + excluded.cost_usd,
-                      rows = r.rows + excluded.rows
-    ), day AS (
-        INSERT INTO usage_day_ws AS r
-        SELECT workspace_id, utc_day(seg_start), provider, model, reported, sum(input_tokens),
-               sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens),
-               sum(cost_usd), sum(rows)
-        FROM s
-        GROUP BY 1, 2, 3, 4, 5
-        ON CONFLICT (workspace_id, day, provider, model, reported)
-        DO UPDATE SET input_tokens = r.input_tokens + excluded.input_tokens,
-                      output_tokens = r.output_tokens + excluded.output_tokens,
-                      cache_read_tokens = r.cache_read_tokens + excluded.cache_read_tokens,
-                      cache_write_tokens = r.cache_write_tokens + excluded.cache_write_tokens,
-                      cost_usd = r.cost_usd + excluded.cost_usd,
-                      rows = r.rows + excluded.rows
+-- Usage since p_since of one runtime, else one workspace, else one issue, read from
+-- task_usage, grouped by the chosen keys (a key not chosen is NULL): local date and hour in
+-- p_tz, agent, provider, model. task_count (with p_count_tasks, else 0) counts distinct
+-- tasks per group. A row without a reported cost is priced with the price in force on its
+-- UTC day in its workspace. Money is exact 1e-10 USD.
+CREATE FUNCTION usage_report_raw(p_since timestamptz, p_tz text, p_runtime_id uuid,
+                                 p_workspace_id uuid, p_issue_id uuid,
+                                 p_by_date boolean, p_by_hour boolean, p_by_agent boolean,
+                                 p_by_provider boolean, p_by_model boolean,
+                                 p_count_tasks boolean)
+RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
+               input_tokens bigint, output_tokens bigint,
+               cache_read_tokens bigint, cache_write_tokens bigint,
+               task_count bigint, cost_units numeric, unpriced_tokens bigint)
+LANGUAGE sql STABLE AS $$
+    WITH src AS (
+        -- One branch per kind of scope, so that the scope is an index condition even when
+        -- it comes from an outer query (GET /api/runtimes).
+        SELECT u.* FROM task_usage u
+        WHERE p_runtime_id IS NOT NULL AND u.runtime_id = p_runtime_id
+          AND u.created_at >= p_since
+        UNION ALL
+        SELECT u.* FROM task_usage u
+        WHERE p_runtime_id IS NULL AND u.workspace_id = p_workspace_id
+          AND u.created_at >= p_since
+        UNION ALL
+        SELECT u.* FROM task_usage u
+        WHERE p_runtime_id IS NULL AND p_workspace_id IS NULL
+          AND u.task_id IN (SELECT t.id FROM agent_task_queue t WHERE t.issue_id = p_issue_id)
+          AND u.created_at >= p_since
+    ), price AS (
+        SELECT k.workspace_id, k.provider, k.model, s.*
+        FROM (SELECT DISTINCT workspace_id, provider, model FROM src WHERE cost_usd IS NULL) k
+        CROSS JOIN LATERAL price_segments(k.workspace_id, k.provider, k.model) s
     )
-    INSERT INTO usage_head_ws AS r
-    SELECT s.workspace_id, c.cut, utc_day(s.seg_start), s.provider, s.model, s.reported,
-           sum(s.input_tokens), sum(s.output_tokens), sum(s.cache_read_tokens),
-           sum(s.cache_write_tokens), sum(s.cost_usd), sum(s.rows)
-    FROM s
-    JOIN usage_head_cut c ON day_second(s.seg_start) < c.cut
-    GROUP BY 1, 2, 3, 4, 5, 6
-    ON CONFLICT (workspace_id, cut, day, provider, model, reported)
-    DO UPDATE SET input_tokens = r.input_tokens + excluded.input_tokens,
-                  output_tokens = r.output_tokens + excluded.output_tokens,
-                  cache_read_tokens = r.cache_read_tokens + excluded.cache_read_tokens,
-                  cache_write_tokens = r.cache_write_tokens + excluded.cache_write_tokens,
-                  cost_usd = r.cost_usd + excluded.cost_usd,
-                  rows = r.rows + excluded.rows;
-
-    -- Only rows that are all zero: while a new offset is being built, a row folded before it
-    -- was cut may be subtracted from a later segment, which then holds no rows but not
-    -- nothing until the re-cut (reads stay exact: both segments lie in one local day of
-    -- every ready offset, in one UTC day, and on one side of every cut with heads).
-    DELETE FROM usage_rollup
-    WHERE rows = 0 AND (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-                        coalesce(cost_usd, 0)) = (0, 0, 0, 0, 0);
-    DELETE FROM usage_rollup_ws
-    WHERE rows = 0 AND (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-                        coalesce(cost_usd, 0)) = (0, 0, 0, 0, 0);
-    DELETE FROM usage_day_ws
-    WHERE rows = 0 AND (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-                        coalesce(cost_usd, 0)) = (0, 0, 0, 0, 0);
-    DELETE FROM usage_head_ws
-    WHERE rows = 0 AND (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-                        coalesce(cost_usd, 0)) = (0, 0, 0, 0, 0);
+    SELECT CASE WHEN p_by_date THEN (s.created_at AT TIME ZONE p_tz)::date END,
+           CASE WHEN p_by_hour THEN extract(hour FROM s.created_at AT TIME ZONE p_tz)::int END,
+           CASE WHEN p_by_agent THEN s.agent_id END,
+           CASE WHEN p_by_provider THEN s.provider END,
+           CASE WHEN p_by_model THEN s.model END,
+           sum(s.input_tokens)::bigint, sum(s.output_tokens)::bigint,
+           sum(s.cache_read_tokens)::bigint, sum(s.cache_write_tokens)::bigint,
+           CASE WHEN p_count_tasks THEN count(DISTINCT s.task_id) ELSE 0 END,
+           sum(usage_cost_units(s.cost_usd, s.input_tokens, s.output_tokens,
+                                s.cache_read_tokens, s.cache_write_tokens, p.price)),
+           sum(usage_unpriced_tokens(s.cost_usd, s.input_tokens, s.output_tokens,
+                                     s.cache_read_tokens, s.cache_write_tokens, p.price))::bigint
+    FROM src s
+    LEFT JOIN price p ON s.cost_usd IS NULL AND p.valid @> utc_day(s.created_at)
+        AND (p.workspace_id, p.provider, p.model) = (s.workspace_id, s.provider, s.model)
+    GROUP BY 1, 2, 3, 4, 5
 $$;
 
-CREATE OR REPLACE FUNCTION usage_report_rollup(p_since timestamptz, p_tz text,
+-- Usage since p_since of one runtime, else one workspace, as usage_report_raw has it (no
+-- hours), from the rollup. Spans, each read from one source, plus the deltas still queued
+-- in the spans that buckets serve:
+--   [p_since, seg_end)       segments (seg_end: where segments serve p_tz, rollup_end(),
+--                            at most p_days_from); a workspace whose dates each start at a
+--                            cut with heads reads its whole UTC days from usage_day_ws and
+--                            the part of a day before each such instant from usage_head_ws
+--                            instead;
+--   [seg_end, p_days_from)   raw rows (normally empty: today's rows are folded);
+--   [p_days_from, infinity)  the runtime's day buckets in p_day_zone, from p_days_from's
+--                            local date on (p_days_from: the first instant of that date, a
+--                            cut; NULL: no day buckets, and the raw span is unbounded).
+-- INVARIANT: a tick deletes deltas and adds them to the buckets in one transaction, so at
+-- any snapshot every usage row is counted exactly once. A group is returned when it has
+-- rows (a delta counts +1 or -1).
+--
+-- task_count (with p_count_tasks, which requires p_by_model): every usage row counts as a
+-- task (one row per task, provider and model). The rows of (task, model) pairs reported
+-- under several providers are corrected per group: -1 each, +1 per distinct task. The
+-- pairs are those usage_multi_provider lists plus those among rows not folded yet.
+CREATE FUNCTION usage_report_rollup(p_since timestamptz, p_tz text,
                                                p_runtime_id uuid, p_workspace_id uuid,
                                                p_by_date boolean, p_by_agent boolean,
                                                p_by_provider boolean, p_by_model boolean,
@@ -370,7 +345,7 @@ LANGUAGE sql STABLE AS $$
                usage_unpriced_tokens(x.cost_usd, x.input_tokens, x.output_tokens,
                                      x.cache_read_tokens, x.cache_write_tokens, NULL)
         FROM usage_day x
-        WHERE p_days_from IS NOT NULL AND x.runtime_id = p_runtime_id
+        WHERE p_days_from IS NOT NULL AND x.runtime_id = p_runtime_id AND x.zone = p_day_zone
           AND x.day >= (p_days_from AT TIME ZONE p_day_zone)::date
     )
     SELECT r.date, NULL::integer, r.agent_id, r.provider, r.model,

@@ -338,7 +338,7 @@ def test_reported_cost_through_both_ingest_routes(
     assert costs(client, s) == {("g", "gemini-2.5-pro"): (D("100000.1234567890"), 0)}
 
 
-# The lookup rules, checked against a direct reading of API.md §8 in Python.
+# The lookup rules, checked against a direct reading of docs/api.md in Python.
 
 ENTRY = st.tuples(
     st.sampled_from([None, "ws"]),  # workspace

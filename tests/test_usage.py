@@ -1,4 +1,4 @@
-"""Read endpoints of API.md §3: shapes, ordering, windows, parameters, access."""
+"""Read endpoints of docs/api.md: shapes, ordering, windows, parameters, access."""
 
 from __future__ import annotations
 

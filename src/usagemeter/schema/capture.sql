@@ -1,0 +1,283 @@
+-- Capture: what every write to usage and tasks leaves for the rollup, in the writer's own
+-- transaction.
+--
+-- Usage rows carry the keys of their task (filled and checked here, moved when a task or
+-- agent moves), every change to them queues deltas (statement-level triggers: a per-row
+-- trigger cost about five times the ingest throughput), and the zones that reports are
+-- asked in are registered so the tick builds their cuts and buckets.
+
+-- INVARIANT: (workspace_id, runtime_id, agent_id) of a usage row are those of its task (the
+-- workspace being the task's agent's). A writer may leave them out (plain SQL does): a row
+-- trigger fills them. A writer that knows them (the ingest upsert, from the join it makes
+-- anyway) passes them and skips that per-row lookup, which costs ~40% of insert
+-- throughput; one join per statement then checks every written row.
+CREATE FUNCTION fill_usage_keys()
+RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT a.workspace_id, t.runtime_id, t.agent_id
+    INTO NEW.workspace_id, NEW.runtime_id, NEW.agent_id
+    FROM agent_task_queue t
+    JOIN agent a ON a.id = t.agent_id
+    WHERE t.id = NEW.task_id;
+    IF NOT FOUND THEN
+        -- The foreign key would say so after this trigger; say it the same way first.
+        RAISE EXCEPTION 'task % of task_usage does not exist', NEW.task_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER trg_task_usage_keys
+BEFORE INSERT ON task_usage
+FOR EACH ROW
+WHEN (NEW.workspace_id IS NULL OR NEW.runtime_id IS NULL OR NEW.agent_id IS NULL)
+EXECUTE FUNCTION fill_usage_keys();
+
+CREATE TRIGGER trg_task_usage_keys_new_task
+BEFORE UPDATE OF task_id ON task_usage
+FOR EACH ROW
+WHEN (OLD.task_id IS DISTINCT FROM NEW.task_id)
+EXECUTE FUNCTION fill_usage_keys();
+
+CREATE FUNCTION check_usage_keys()
+RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_task uuid;
+BEGIN
+    SELECT n.task_id INTO v_task
+    FROM written_usage n
+    JOIN agent_task_queue t ON t.id = n.task_id
+    JOIN agent a ON a.id = t.agent_id
+    WHERE (n.workspace_id, n.runtime_id, n.agent_id)
+          IS DISTINCT FROM (a.workspace_id, t.runtime_id, t.agent_id)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'usage of task % names another workspace, runtime or agent than its task',
+            v_task USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER trg_task_usage_keys_check_insert
+AFTER INSERT ON task_usage
+REFERENCING NEW TABLE AS written_usage
+FOR EACH STATEMENT EXECUTE FUNCTION check_usage_keys();
+
+CREATE TRIGGER trg_task_usage_keys_check_update
+AFTER UPDATE ON task_usage
+REFERENCING NEW TABLE AS written_usage
+FOR EACH STATEMENT EXECUTE FUNCTION check_usage_keys();
+
+-- A task moved to another runtime or agent takes its usage along.
+CREATE FUNCTION move_task_usage()
+RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE task_usage
+    SET runtime_id = NEW.runtime_id,
+        agent_id = NEW.agent_id,
+        workspace_id = (SELECT a.workspace_id FROM agent a WHERE a.id = NEW.agent_id)
+    WHERE task_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER trg_agent_task_queue_move_usage
+AFTER UPDATE OF runtime_id, agent_id ON agent_task_queue
+FOR EACH ROW
+WHEN (OLD.runtime_id IS DISTINCT FROM NEW.runtime_id OR OLD.agent_id IS DISTINCT FROM NEW.agent_id)
+EXECUTE FUNCTION move_task_usage();
+
+-- An agent moved to another workspace takes its tasks' usage along.
+CREATE FUNCTION move_agent_usage()
+RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE task_usage SET workspace_id = NEW.workspace_id
+    WHERE task_id IN (SELECT t.id FROM agent_task_queue t WHERE t.agent_id = NEW.id);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER trg_agent_move_usage
+AFTER UPDATE OF workspace_id ON agent
+FOR EACH ROW
+WHEN (OLD.workspace_id IS DISTINCT FROM NEW.workspace_id)
+EXECUTE FUNCTION move_agent_usage();
+
+-- The queue of usage deltas. INVARIANT: every committed change to task_usage commits, in
+-- the same transaction, -1 times each old row and +1 times each new row here; so every
+-- bucket plus the deltas still queued equals the sums of task_usage at every snapshot.
+-- Append-only (plain inserts, duplicates allowed), so writers never contend on it.
+CREATE TABLE usage_dirty (
+    id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    runtime_id         uuid NOT NULL,
+    workspace_id       uuid NOT NULL,
+    agent_id           uuid NOT NULL,
+    task_id            uuid NOT NULL,
+    provider           text NOT NULL,
+    model              text NOT NULL,
+    created_at         timestamptz NOT NULL,
+    input_tokens       bigint NOT NULL,
+    output_tokens      bigint NOT NULL,
+    cache_read_tokens  bigint NOT NULL,
+    cache_write_tokens bigint NOT NULL,
+    cost_usd           numeric NULL,
+    rows               smallint NOT NULL CHECK (rows IN (-1, 1)),
+    queued_at          timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX idx_usage_dirty_runtime_id_created_at ON usage_dirty (runtime_id, created_at);
+
+CREATE INDEX idx_usage_dirty_workspace_id_created_at ON usage_dirty (workspace_id, created_at);
+
+CREATE FUNCTION queue_usage()
+RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, task_id, provider, model,
+                                 created_at, input_tokens, output_tokens, cache_read_tokens,
+                                 cache_write_tokens, cost_usd, rows)
+        SELECT runtime_id, workspace_id, agent_id, task_id, provider, model, created_at,
+               input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, 1
+        FROM new_usage;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, task_id, provider, model,
+                                 created_at, input_tokens, output_tokens, cache_read_tokens,
+                                 cache_write_tokens, cost_usd, rows)
+        SELECT runtime_id, workspace_id, agent_id, task_id, provider, model, created_at,
+               -input_tokens, -output_tokens, -cache_read_tokens, -cache_write_tokens,
+               -cost_usd, -1
+        FROM old_usage;
+    ELSE
+        -- Rows whose counted values changed (a repeated report only bumps updated_at).
+        INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, task_id, provider, model,
+                                 created_at, input_tokens, output_tokens, cache_read_tokens,
+                                 cache_write_tokens, cost_usd, rows)
+        SELECT d.*
+        FROM old_usage o
+        JOIN new_usage n ON n.id = o.id
+        CROSS JOIN LATERAL (VALUES
+            (o.runtime_id, o.workspace_id, o.agent_id, o.task_id, o.provider, o.model,
+             o.created_at, -o.input_tokens, -o.output_tokens, -o.cache_read_tokens,
+             -o.cache_write_tokens, -o.cost_usd, -1),
+            (n.runtime_id, n.workspace_id, n.agent_id, n.task_id, n.provider, n.model,
+             n.created_at, n.input_tokens, n.output_tokens, n.cache_read_tokens,
+             n.cache_write_tokens, n.cost_usd, 1)) d
+        WHERE (o.runtime_id, o.workspace_id, o.agent_id, o.task_id, o.provider, o.model,
+               o.created_at, o.input_tokens, o.output_tokens, o.cache_read_tokens,
+               o.cache_write_tokens, o.cost_usd)
+              IS DISTINCT FROM
+              (n.runtime_id, n.workspace_id, n.agent_id, n.task_id, n.provider, n.model,
+               n.created_at, n.input_tokens, n.output_tokens, n.cache_read_tokens,
+               n.cache_write_tokens, n.cost_usd);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER trg_task_usage_queue_insert
+AFTER INSERT ON task_usage
+REFERENCING NEW TABLE AS new_usage
+FOR EACH STATEMENT EXECUTE FUNCTION queue_usage();
+
+CREATE TRIGGER trg_task_usage_queue_update
+AFTER UPDATE ON task_usage
+REFERENCING OLD TABLE AS old_usage NEW TABLE AS new_usage
+FOR EACH STATEMENT EXECUTE FUNCTION queue_usage();
+
+CREATE TRIGGER trg_task_usage_queue_delete
+AFTER DELETE ON task_usage
+REFERENCING OLD TABLE AS old_usage
+FOR EACH STATEMENT EXECUTE FUNCTION queue_usage();
+
+CREATE FUNCTION clear_rollup()
+RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM usage_rollup;
+    DELETE FROM usage_rollup_ws;
+    DELETE FROM usage_day_ws;
+    DELETE FROM usage_head_ws;
+    DELETE FROM usage_day;
+    UPDATE usage_day_zone SET ready = true WHERE NOT ready;  -- nothing left to rebuild
+    DELETE FROM usage_dirty;
+    DELETE FROM usage_rebuild;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER trg_task_usage_truncate
+AFTER TRUNCATE ON task_usage
+FOR EACH STATEMENT EXECUTE FUNCTION clear_rollup();
+
+-- Zones: every zone a runtime or user has, or a report was asked in, has its offsets (over
+-- a year either side of today) registered as cuts from now on, and an activity histogram.
+-- A new offset is cut in new folds at once and in older days by the tick's next rebuild
+-- round; until then, reads in its zones are exact from raw rows for the affected span.
+CREATE FUNCTION register_zone(p_zone text)
+RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO usage_offset (offset_s)
+    SELECT o FROM zone_offsets(p_zone, utc_day(now()) - 366, utc_day(now()) + 366) o
+    ON CONFLICT DO NOTHING;
+    INSERT INTO activity_zone (zone) VALUES (p_zone) ON CONFLICT DO NOTHING;
+$$;
+
+CREATE FUNCTION register_row_zone()
+RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.timezone IS NOT NULL THEN
+        PERFORM register_zone(NEW.timezone);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER trg_agent_runtime_zone
+AFTER INSERT OR UPDATE OF timezone ON agent_runtime
+FOR EACH ROW EXECUTE FUNCTION register_row_zone();
+
+CREATE TRIGGER trg_user_zone
+AFTER INSERT OR UPDATE OF timezone ON "user"
+FOR EACH ROW EXECUTE FUNCTION register_row_zone();
+
+-- A new runtime has no usage yet: its buckets are ready. A runtime's new zone waits for a
+-- tick to build its buckets; those of its zones before stay (they may be read still).
+CREATE FUNCTION runtime_day_zone()
+RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO usage_day_zone (runtime_id, zone, ready)
+    VALUES (NEW.id, NEW.timezone, TG_OP = 'INSERT')
+    ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER trg_agent_runtime_day_zone
+AFTER INSERT OR UPDATE OF timezone ON agent_runtime
+FOR EACH ROW EXECUTE FUNCTION runtime_day_zone();
+
+-- A read adds a zone to a runtime's day buckets only while the runtime has fewer than 8
+-- (its own, its former own ones, and those its daily report was read in first; a zone
+-- change always adds the new own zone). A read in any other zone is exact from the
+-- segments, as is a read in a zone whose buckets are not built yet. Without a bound, a query parameter could have
+-- every runtime's buckets cut in each of the ~600 zones there are, each adding about one row
+-- per key and local date. First reads in new zones at the same instant may each add one past
+-- it: the bound is on storage, not a count to keep exact.
+CREATE FUNCTION register_runtime_zone(p_runtime_id uuid, p_zone text)
+RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO usage_day_zone (runtime_id, zone, ready)
+    SELECT r.id, p_zone, false FROM agent_runtime r
+    WHERE r.id = p_runtime_id
+      AND (SELECT count(*) FROM usage_day_zone z WHERE z.runtime_id = r.id) < 8
+    ON CONFLICT DO NOTHING;
+$$;
