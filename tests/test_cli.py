@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from tests.conftest import auth
+from usagemeter import __version__
 from usagemeter.app import ROUTES
 from usagemeter.cli import app
 from usagemeter.db import Row
@@ -141,3 +142,33 @@ def test_prices_set_list_remove(env: str, client: TestClient, db: psycopg.Connec
         assert r.exit_code == 2, (bad, r.output)
     r = runner.invoke(app, [*args, "--cache-write", "1", "--workspace", "nope"])
     assert r.exit_code == 2 and "no workspace" in r.output
+
+
+def test_version() -> None:
+    r = runner.invoke(app, ["--version"])
+    assert (r.exit_code, r.output.strip()) == (0, f"usagemeter {__version__}")
+
+
+def test_serve_help_names_its_settings() -> None:
+    r = runner.invoke(app, ["serve", "--help"])
+    assert "USAGEMETER_HOST" in r.output and "USAGEMETER_PORT" in r.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["token", "create", "--daemon", "--workspace", "Bad_Slug"], "invalid slug"),
+        (["token", "create", "--email", "a@example.com", "--workspace", "x" * 64], "invalid slug"),
+        (["demo", "--workspace", "Bad_Slug"], "invalid slug"),
+        (["demo", "--days", "-3"], "--days"),
+        (["demo", "--days", "366"], "--days"),
+        (["rollup", "--loop", "--every", "0"], "--every"),
+        (["rollup", "--loop", "--every", "-1"], "--every"),
+    ],
+)
+def test_the_cli_refuses_what_the_api_refuses(
+    env: str, db: psycopg.Connection[Row], args: list[str], message: str
+) -> None:
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert db.execute("SELECT count(*) AS n FROM workspace").fetchone() == {"n": 0}

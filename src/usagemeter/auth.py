@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -20,6 +21,11 @@ PAT_PREFIX = "mul_"
 DAEMON_PREFIX = "mdt_"
 ROLES = ("owner", "admin", "member")
 MANAGERS = ("owner", "admin")
+
+
+# A workspace slug: the API and the CLI accept the same ones.
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+SLUG_RULE = "invalid slug: use a-z, 0-9 and '-', at most 63 characters"
 
 
 def new_token(prefix: str) -> str:
@@ -133,6 +139,8 @@ def create_token(
     with conn.transaction():
         workspace_id = None
         if workspace_slug:
+            if not SLUG.fullmatch(workspace_slug):
+                raise ValueError(SLUG_RULE)
             ws = conn.execute(Q.upsert_workspace, {"slug": workspace_slug}).fetchone()
             assert ws is not None
             workspace_id = ws["id"]

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from usagemeter import __version__, pricing, rollup
 from usagemeter import migrate as migrations
-from usagemeter import pricing, rollup
 from usagemeter.auth import ROLES, create_token
 from usagemeter.config import SETTINGS, Config
 from usagemeter.db import Row, connect, database_url, queries
@@ -40,6 +40,22 @@ app.add_typer(prices_app, name="prices")
 err = Console(stderr=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        print(f"usagemeter {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Exact, fast token and cost reports for AI-agent runtimes."""
+
+
 def _ready_url(cfg: Config) -> str:
     """The database URL, migrated to the newest schema."""
     url = database_url(cfg)
@@ -52,8 +68,12 @@ def _ready_url(cfg: Config) -> str:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Listen address [env USAGEMETER_HOST].")] = None,
-    port: Annotated[int | None, typer.Option(help="Listen port [env USAGEMETER_PORT].")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Listen address (default: USAGEMETER_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Listen port (default: USAGEMETER_PORT).")
+    ] = None,
 ) -> None:
     """Migrate and serve the HTTP API (embedded PostgreSQL unless DATABASE_URL is set)."""
     import uvicorn
@@ -237,7 +257,7 @@ def _date(value: str | None) -> date | None:
 @app.command()
 def demo(
     workspace: Annotated[str, typer.Option(help="Workspace slug to fill.")] = "demo",
-    days: Annotated[int, typer.Option(help="Days of history to generate.")] = 30,
+    days: Annotated[int, typer.Option(min=1, max=365, help="Days of history to generate.")] = 30,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
 ) -> None:
     """Fill a workspace with runtimes, agents, issues and usage; print an owner token."""
@@ -245,14 +265,17 @@ def demo(
 
     cfg = Config.from_env()
     with connect(_ready_url(cfg)) as conn:
-        token = create_token(
-            conn,
-            email="demo@example.com",
-            name="Demo",
-            workspace_slug=workspace,
-            role="owner",
-            daemon=False,
-        )
+        try:
+            token = create_token(
+                conn,
+                email="demo@example.com",
+                name="Demo",
+                workspace_slug=workspace,
+                role="owner",
+                daemon=False,
+            )
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--workspace") from None
         summary = demo_data.fill(conn, slug=workspace, days=days, seed=seed)
     err.print(summary)
     print(token)
@@ -300,6 +323,8 @@ def rollup_cmd(
     every: Annotated[float, typer.Option(help="Seconds between ticks with --loop.")] = 2.0,
 ) -> None:
     """Fold queued usage changes into the rollup (one tick, or --loop)."""
+    if every <= 0:
+        raise typer.BadParameter("must be greater than 0", param_hint="--every")
     url = _ready_url(Config.from_env())
     with connect(url) as conn:
         if not loop:

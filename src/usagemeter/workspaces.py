@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import psycopg
@@ -10,12 +9,19 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict
 
 from usagemeter import auth
-from usagemeter.auth import MANAGERS, ROLES, CallerDep, current_workspace, require_user
+from usagemeter.auth import (
+    MANAGERS,
+    ROLES,
+    SLUG,
+    SLUG_RULE,
+    CallerDep,
+    current_workspace,
+    require_user,
+)
 from usagemeter.db import Row, many, one, queries
 from usagemeter.web import ApiError, Conn, bad_request, is_zone, parse_model, parse_uuid
 
 Q = queries(__file__)
-SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 class WorkspaceIn(BaseModel):
@@ -46,7 +52,7 @@ async def create_workspace(request: Request, caller: CallerDep, conn: Conn) -> A
     user_id = require_user(caller)
     body = await parse_model(request, WorkspaceIn)
     if not SLUG.fullmatch(body.slug):
-        raise bad_request("invalid slug: use a-z, 0-9 and '-', at most 63 characters")
+        raise bad_request(SLUG_RULE)
     name = (body.name or "").strip() or body.slug
     try:
         async with conn.transaction():
