@@ -192,10 +192,12 @@ def test_a_database_at_the_last_development_migration_is_the_baseline(
 
 
 def test_an_older_development_database_is_refused_not_rebuilt(
-    db: psycopg.Connection[Row],
+    db: psycopg.Connection[Row], db_url: str
 ) -> None:
     _as_legacy(db, LEGACY[:10])
     with pytest.raises(MigrationError, match=r"older than release 0\.1\.0"):
         migrate(db)
+    r = CliRunner().invoke(app, ["migrate"], env={"DATABASE_URL": db_url})
+    assert r.exit_code == 1 and "cannot migrate: " in r.output, r.output
     versions = [r["version"] for r in db.execute("SELECT version FROM schema_migration")]
     assert sorted(versions) == LEGACY[:10]

@@ -56,11 +56,20 @@ def main(
     """Exact, fast token and cost reports for AI-agent runtimes."""
 
 
+def _migrate(conn: psycopg.Connection[Row]) -> list[str]:
+    """Migrate, or exit with the reason a database cannot be migrated."""
+    try:
+        return migrations.migrate(conn)
+    except migrations.MigrationError as e:
+        err.print(f"cannot migrate: {e}")
+        raise typer.Exit(1) from None
+
+
 def _ready_url(cfg: Config) -> str:
     """The database URL, migrated to the newest schema."""
     url = database_url(cfg)
     with connect(url) as conn:
-        applied = migrations.migrate(conn)
+        applied = _migrate(conn)
     if applied:
         err.print(f"applied migrations: {', '.join(applied)}")
     return url
@@ -96,7 +105,7 @@ def migrate() -> None:
     """Apply pending schema migrations (a no-op when up to date)."""
     cfg = Config.from_env()
     with connect(database_url(cfg)) as conn:
-        applied = migrations.migrate(conn)
+        applied = _migrate(conn)
     print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
 
