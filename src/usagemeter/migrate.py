@@ -2,7 +2,7 @@
 
 `schema/*.sql` is the current definition of every table, function and trigger, one file
 per concern. `migrations/NNNN_*.sql` are the changes between releases, applied in order to
-databases made by an earlier release; tests/test_schema.py proves that both paths give the
+databases made by an earlier release; tests/test_migrate.py proves that both paths give the
 same catalog.
 """
 
@@ -33,7 +33,7 @@ SCHEMA = (
 )
 
 # Databases made before release 0.1.0 recorded 24 development migrations; the last of them
-# left the catalog that the 0.1.0 baseline makes (tests/test_schema.py).
+# left the catalog that the 0.1.0 baseline makes (tests/test_migrate.py).
 LEGACY_LAST = "0024_runtime_zones_capped"
 BASELINE = "0001_baseline"
 
