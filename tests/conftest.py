@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -22,14 +25,30 @@ from psycopg.conninfo import make_conninfo
 from usagemeter.app import create_app
 from usagemeter.auth import create_token
 from usagemeter.config import Config
-from usagemeter.db import Row, connect, start_embedded
+from usagemeter.db import Row, connect
+from usagemeter.embedded import Embedded
 from usagemeter.migrate import migrate
 
 
+def embedded_data_dir() -> Path:
+    """A new directory for an embedded server, removed by the caller. As root, in /tmp: the
+    server's user must reach it, and pytest's own directories are closed to others."""
+    return Path(tempfile.mkdtemp(prefix="um-test-", dir="/tmp"))
+
+
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def server_url() -> Iterator[str]:
     url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
-    return url or start_embedded(tmp_path_factory.mktemp("embedded"))
+    if url:
+        yield url
+        return
+    base = embedded_data_dir()
+    server = Embedded(base)
+    try:
+        yield server.start()
+    finally:
+        server.release()
+        shutil.rmtree(base)
 
 
 @pytest.fixture(scope="session")
@@ -204,6 +223,9 @@ def price(
 def exact(response: Any) -> Any:
     """A response body with JSON numbers read as exact decimals."""
     return json.loads(response.text, parse_float=Decimal)
+
+
+JSON = {"Content-Type": "application/json"}
 
 
 def auth(token: str, slug: str | None = None) -> dict[str, str]:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import World, auth
+from tests.conftest import JSON, World, auth
 
 
 def register(client: TestClient, token: str, body: dict[str, Any]) -> Any:
@@ -134,7 +134,7 @@ def test_register_errors(
     if isinstance(body, dict) and body.get("workspace_id") == "W":
         body = {**body, "workspace_id": ws}
     if isinstance(body, str):
-        r = client.post("/api/daemon/register", headers=auth(token), content=body)
+        r = client.post("/api/daemon/register", headers={**auth(token), **JSON}, content=body)
     else:
         r = register(client, token, body)
     assert (r.status_code, r.json()) == (status, {"error": error})
@@ -225,32 +225,44 @@ GOOD = {"model": "m", "input_tokens": 1}
     [
         (
             [GOOD, {"model": "m", "input_tokens": -1}],
-            "invalid usage entry 1: input_tokens must be an integer between 0 and 9007199254740991",
+            "invalid usage entry 1: input_tokens must be an integer between 0 and 1000000000000",
         ),
         (
             [{"model": "m", "output_tokens": 1.0}],
-            "invalid usage entry 0: output_tokens must be an integer between 0 and 9007199254740991",
+            "invalid usage entry 0: output_tokens must be an integer between 0 and 1000000000000",
         ),
         (
             [{"model": "m", "cache_read_tokens": "5"}],
-            "invalid usage entry 0: cache_read_tokens must be an integer between 0 and 9007199254740991",
+            "invalid usage entry 0: cache_read_tokens must be an integer between 0 and 1000000000000",
         ),
         (
             [{"model": "m", "cache_write_tokens": True}],
-            "invalid usage entry 0: cache_write_tokens must be an integer between 0 and 9007199254740991",
+            "invalid usage entry 0: cache_write_tokens must be an integer between 0 and 1000000000000",
         ),
         (
             [{"model": "m", "input_tokens": None}],
-            "invalid usage entry 0: input_tokens must be an integer between 0 and 9007199254740991",
+            "invalid usage entry 0: input_tokens must be an integer between 0 and 1000000000000",
         ),
         (
             [{"model": "m", "input_tokens": 2**63}],
-            "invalid usage entry 0: input_tokens must be an integer between 0 and 9007199254740991",
+            "invalid usage entry 0: input_tokens must be an integer between 0 and 1000000000000",
         ),
-        ([GOOD, GOOD, {"model": ""}], "invalid usage entry 2: model must be a non-empty string"),
-        ([{"input_tokens": 1}], "invalid usage entry 0: model must be a non-empty string"),
-        ([{"model": 7}], "invalid usage entry 0: model must be a non-empty string"),
-        ([{"model": "m", "provider": None}], "invalid usage entry 0: provider must be a string"),
+        (
+            [GOOD, GOOD, {"model": ""}],
+            "invalid usage entry 2: model must be a non-empty string of at most 200 characters without NUL",
+        ),
+        (
+            [{"input_tokens": 1}],
+            "invalid usage entry 0: model must be a non-empty string of at most 200 characters without NUL",
+        ),
+        (
+            [{"model": 7}],
+            "invalid usage entry 0: model must be a non-empty string of at most 200 characters without NUL",
+        ),
+        (
+            [{"model": "m", "provider": None}],
+            "invalid usage entry 0: provider must be a string of at most 200 characters without NUL",
+        ),
         ([GOOD, "x"], "invalid usage entry 1: must be an object"),
         ([GOOD] * 1001, "invalid request body: at most 1000 usage entries"),
     ],
@@ -284,7 +296,7 @@ def test_task_usage_errors(client: TestClient, world: World, task: Any) -> None:
     r = client.post("/api/daemon/tasks/xyz/usage", headers=h, json={"usage": [GOOD]})
     assert (r.status_code, r.json()) == (400, {"error": "invalid task_id"})
     for bad in ("nope", "[1]", '{"usage": 5}'):
-        r = client.post(f"/api/daemon/tasks/{task}/usage", headers=h, content=bad)
+        r = client.post(f"/api/daemon/tasks/{task}/usage", headers={**h, **JSON}, content=bad)
         assert (r.status_code, r.json()) == (400, {"error": "invalid request body"})
     r = client.post(
         "/api/daemon/tasks/00000000-0000-0000-0000-000000000000/usage",

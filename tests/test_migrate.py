@@ -11,6 +11,8 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from typer.testing import CliRunner
 
+from tests.conftest import World
+from tests.scene import runtime_report
 from usagemeter.cli import app
 from usagemeter.db import Row, connect
 from usagemeter.migrate import (
@@ -171,24 +173,48 @@ LEGACY = [
 ]
 
 
+def _release(url: str, versions: list[str]) -> psycopg.Connection[Row]:
+    """A database as release 0.1.0 made it, recording `versions` as its migrations."""
+    conn = connect(url)
+    with conn.transaction():
+        conn.execute("SET LOCAL check_function_bodies = off")
+        conn.execute(available()[0].read_text().encode())
+        conn.execute("CREATE TABLE schema_migration (version text PRIMARY KEY)")
+        conn.execute("INSERT INTO schema_migration SELECT unnest(%s::text[])", (versions,))
+    return conn
+
+
 def _as_legacy(conn: psycopg.Connection[Row], versions: list[str]) -> None:
     """Record the development migrations instead of the releases' (a pre-0.1.0 data dir)."""
     conn.execute("DELETE FROM schema_migration")
     conn.execute("INSERT INTO schema_migration (version) SELECT unnest(%s::text[])", (versions,))
 
 
-def test_a_database_at_the_last_development_migration_is_the_baseline(
-    db: psycopg.Connection[Row],
-) -> None:
-    _as_legacy(db, LEGACY)
-    db.execute("INSERT INTO workspace (name, slug) VALUES ('kept', 'kept')")
-    assert pending(db) == [p.stem for p in available() if p.stem != BASELINE]
-    assert migrate(db) == [p.stem for p in available() if p.stem != BASELINE]
-    versions = [r["version"] for r in db.execute("SELECT version FROM schema_migration")]
-    assert sorted(versions) == [p.stem for p in available()]
-    assert db.execute("SELECT count(*) AS n FROM workspace WHERE slug = 'kept'").fetchone() == {
-        "n": 1
-    }
+def test_a_release_database_keeps_its_usage_through_the_migrations(fresh: Any) -> None:
+    with _release(fresh("um_release"), [BASELINE]) as db:
+        world = World(db)
+        ws = world.workspace()
+        rt = world.runtime(ws)
+        task = world.task(world.agent(ws, rt), rt)
+        world.usage(task, tokens=(2**62, 5, 7, 0))
+        db.execute("SELECT rollup()")
+        before = runtime_report(db, rt, rollup=False)
+        assert migrate(db) == [p.stem for p in available()[1:]]
+        after = runtime_report(db, rt, rollup=True)
+        assert after == runtime_report(db, rt, rollup=False)
+        assert [r["input_tokens"] for r in after] == [r["input_tokens"] for r in before] == [2**62]
+
+
+def test_a_database_at_the_last_development_migration_is_the_baseline(fresh: Any) -> None:
+    with _release(fresh("um_legacy"), LEGACY) as db:
+        db.execute("INSERT INTO workspace (name, slug) VALUES ('kept', 'kept')")
+        assert pending(db) == [p.stem for p in available() if p.stem != BASELINE]
+        assert migrate(db) == [p.stem for p in available() if p.stem != BASELINE]
+        versions = [r["version"] for r in db.execute("SELECT version FROM schema_migration")]
+        assert sorted(versions) == [p.stem for p in available()]
+        assert db.execute("SELECT count(*) AS n FROM workspace WHERE slug = 'kept'").fetchone() == {
+            "n": 1
+        }
 
 
 def test_an_older_development_database_is_refused_not_rebuilt(

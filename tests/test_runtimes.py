@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.conftest import World, auth
+from tests.conftest import JSON, World, auth
 
 
 def test_list_runtimes_and_owner_me(client: TestClient, world: World) -> None:
@@ -47,7 +47,7 @@ def test_patch_rules(client: TestClient, world: World) -> None:
         ('{"timezone": 5}', "invalid IANA timezone"),
         ('{"timezone": "utc"}', "invalid IANA timezone"),
     ):
-        r = client.patch(url, headers=auth(owner), content=body)
+        r = client.patch(url, headers={**auth(owner), **JSON}, content=body)
         assert (r.status_code, r.json()) == (400, {"error": error})
     outsider = world.token("o@example.com", workspace="other")
     r = client.patch(url, headers=auth(outsider), json={"timezone": "UTC"})

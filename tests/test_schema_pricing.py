@@ -4,7 +4,7 @@ by every change of prices."""
 from __future__ import annotations
 
 from datetime import timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import psycopg
 import pytest
@@ -64,3 +64,27 @@ def test_prices_change_only_in_read_committed(db_url: str) -> None:
         conn.rollback()
         price(conn, "some-model", ("1", "1", "1", "1"))  # READ COMMITTED, the default
         conn.rollback()
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [(2**30 - 1, 2**30 - 1, 2**30 - 1, 2**30 - 1), (2**30, 0, 0, 0), (2**63 - 1, 1, 0, 5)],
+)
+def test_cost_is_exact_at_the_highest_prices_and_counts(
+    world: World, db: psycopg.Connection[Row], tokens: tuple[int, int, int, int]
+) -> None:
+    # The bigint shortcut of usage_cost_units stops where its products could overflow.
+    ws = world.workspace()
+    rid = world.runtime(ws, tz="Asia/Kolkata")
+    task = world.task(world.agent(ws, rid), rid)
+    world.usage(task, model="dear", at=world.today_utc() - timedelta(days=2), tokens=tokens)
+    top = "999999.9999"
+    price(db, "dear", (top, "214748.3647", "214748.3648", "0.0001"))
+    with localcontext(prec=60):
+        per_token = [Decimal(p) / 10**6 for p in (top, "214748.3647", "214748.3648", "0.0001")]
+        expected = sum((t * p for t, p in zip(tokens, per_token, strict=True)), Decimal(0))
+        expected = expected.normalize()
+    raw = runtime_report(db, rid, False)
+    rollup.drain(db)
+    assert [r["cost_usd"] for r in raw] == [expected]
+    assert runtime_report(db, rid, True) == raw

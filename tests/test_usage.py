@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -343,3 +344,54 @@ def test_json_bodies_are_what_row_to_json_writes(db: Any, db_url: str) -> None:
     assert json.loads(body)[0]["text"] == 'q"uote \\ back\nline\ttab\x01 ünï €'
     assert [r["day"] for r in json.loads(body)] == ["0044-03-15", "2026-03-29", None]
     assert empty == "[]"
+
+
+def test_sums_past_bigint_are_exact_in_every_report(
+    client: TestClient, world: World, setup: dict[str, Any], db: Any
+) -> None:
+    # Rows written by plain SQL at the largest values the table holds: 1,100 of them sum
+    # past 2^63 in one bucket, priced and unpriced. Every report answers, exactly, before
+    # and after the tick folds them.
+    s, big = setup, 2**63 - 1
+    issue = world.issue(s["ws"])
+    at = s["today"] - timedelta(days=1) + timedelta(minutes=1)
+    db.execute(
+        "WITH t AS (INSERT INTO agent_task_queue (agent_id, runtime_id, issue_id)"
+        " SELECT %(a)s, %(r)s, %(i)s FROM generate_series(1, 1100) RETURNING id)"
+        " INSERT INTO task_usage (task_id, provider, model, input_tokens, output_tokens,"
+        " cache_read_tokens, cache_write_tokens, created_at)"
+        " SELECT t.id, p.provider, p.model, %(big)s, %(big)s, %(big)s, %(big)s, %(at)s"
+        " FROM t, (VALUES ('anthropic', 'claude-sonnet-4-5'), ('x', 'no-price')) p(provider, model)",
+        {"a": s["a1"], "r": s["rt"], "i": issue, "big": big, "at": at},
+    )
+    n = 1100 * big
+    # claude-sonnet-4-5: 3 + 15 + 0.30 + 3.75 USD per million tokens of each kind
+    cost = format(Decimal(n) * Decimal("0.00002205"), "f").rstrip("0").rstrip(".")
+    rt, ws = s["rt"], f"workspace_id={s['ws']}"
+    urls = [
+        f"/api/runtimes/{rt}/usage",
+        f"/api/runtimes/{rt}/usage/by-agent",
+        f"/api/runtimes/{rt}/usage/by-hour",
+        f"/api/usage/daily?{ws}",
+        f"/api/usage/summary?{ws}",
+        f"/api/runtimes?{ws}",
+        f"/api/issues/{issue}/usage",
+    ]
+    for tick in (False, True):
+        if tick:
+            assert db.execute("SELECT rollup(100000) AS n").fetchone()["n"] == 2200
+        for url in urls:
+            r = client.get(url, headers=auth(s["token"]))
+            assert r.status_code == 200, (url, r.text)
+            body = json.loads(r.text, parse_float=str, parse_int=str)
+            text = json.dumps(body)
+            assert str(4 * n) in text or str(n) in text, (url, text[:300])
+        daily = json.loads(
+            client.get(f"/api/runtimes/{rt}/usage", headers=auth(s["token"])).text,
+            parse_int=str,
+            parse_float=str,
+        )
+        by_model = {r["model"]: r for r in daily}
+        assert [by_model["no-price"][k] for k in TOKENS4] == [str(n)] * 4
+        assert by_model["no-price"]["unpriced_tokens"] == str(4 * n)
+        assert by_model["claude-sonnet-4-5"]["cost_usd"] == cost

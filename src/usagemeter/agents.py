@@ -11,21 +11,21 @@ from pydantic import BaseModel, ConfigDict
 
 from usagemeter.auth import MANAGERS, CallerDep, current_workspace, visible
 from usagemeter.db import AConn, Row, many, one, queries
-from usagemeter.web import ApiError, Conn, bad_request, parse_model, parse_uuid
+from usagemeter.web import ApiError, Conn, Label, Name, bad_request, parse_model, parse_uuid
 
 Q = queries(__file__)
 
 
 class AgentIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
-    name: str
-    runtime_id: str
+    name: Name
+    runtime_id: Label
 
 
 class AgentPatch(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
-    name: str | None = None
-    runtime_id: str | None = None
+    name: Name | None = None
+    runtime_id: Label | None = None
     archived: bool | None = None
 
 

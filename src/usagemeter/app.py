@@ -25,8 +25,9 @@ from usagemeter import (
 )
 from usagemeter.config import Config
 from usagemeter.db import make_pool
+from usagemeter.openapi import Route, describe_api
 from usagemeter.rollup import tick_loop
-from usagemeter.web import install_error_handlers
+from usagemeter.web import Guard, install_error_handlers
 
 
 async def healthz() -> dict[str, str]:
@@ -34,51 +35,63 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
+ROUTES: list[Route] = [
     # Runtimes and their reports (docs/api.md: reports, runtimes)
-    ("GET", "/api/runtimes", runtimes.list_runtimes),
-    ("PATCH", "/api/runtimes/{runtime_id}", runtimes.patch_runtime),
-    ("DELETE", "/api/runtimes/{runtime_id}", runtimes.delete_runtime),
-    ("GET", "/api/runtimes/{runtime_id}/usage", usage.runtime_usage),
-    ("GET", "/api/runtimes/{runtime_id}/usage/by-agent", usage.runtime_usage_by_agent),
-    ("GET", "/api/runtimes/{runtime_id}/usage/by-hour", usage.runtime_usage_by_hour),
-    ("GET", "/api/runtimes/{runtime_id}/activity", usage.runtime_activity),
+    Route("GET", "/api/runtimes", runtimes.list_runtimes, workspace=True),
+    Route(
+        "PATCH", "/api/runtimes/{runtime_id}", runtimes.patch_runtime, runtimes.RuntimePatch, (403,)
+    ),
+    Route("DELETE", "/api/runtimes/{runtime_id}", runtimes.delete_runtime, errors=(403, 409)),
+    Route("GET", "/api/runtimes/{runtime_id}/usage", usage.runtime_usage),
+    Route("GET", "/api/runtimes/{runtime_id}/usage/by-agent", usage.runtime_usage_by_agent),
+    Route("GET", "/api/runtimes/{runtime_id}/usage/by-hour", usage.runtime_usage_by_hour),
+    Route("GET", "/api/runtimes/{runtime_id}/activity", usage.runtime_activity),
     # Workspace and issue reports (docs/api.md)
-    ("GET", "/api/usage/daily", usage.workspace_daily),
-    ("GET", "/api/usage/summary", usage.workspace_summary),
-    ("GET", "/api/issues/{issue_id}/usage", usage.issue_usage),
+    Route("GET", "/api/usage/daily", usage.workspace_daily, workspace=True),
+    Route("GET", "/api/usage/summary", usage.workspace_summary, workspace=True),
+    Route("GET", "/api/issues/{issue_id}/usage", usage.issue_usage),
     # Ingest (docs/api.md: ingest)
-    ("POST", "/api/daemon/register", daemon.register),
-    ("POST", "/api/daemon/tasks/{task_id}/usage", daemon.task_usage),
-    ("POST", "/api/usage/batch", ingest.batch_usage),
+    Route("POST", "/api/daemon/register", daemon.register, daemon.RegisterBody),
+    Route("POST", "/api/daemon/tasks/{task_id}/usage", daemon.task_usage, ingest.DaemonUsageBody),
+    Route("POST", "/api/usage/batch", ingest.batch_usage, ingest.BatchBody, workspace=True),
     # Prices (cost of usage)
-    ("GET", "/api/pricing", pricing.list_prices),
-    ("GET", "/api/pricing/effective", pricing.effective_prices),
-    ("PUT", "/api/pricing", pricing.set_price),
-    ("DELETE", "/api/pricing/{price_id}", pricing.delete_price),
+    Route("GET", "/api/pricing", pricing.list_prices, workspace=True),
+    Route("GET", "/api/pricing/effective", pricing.effective_prices, workspace=True),
+    Route("PUT", "/api/pricing", pricing.set_price, pricing.PriceIn, (403,), workspace=True),
+    Route("DELETE", "/api/pricing/{price_id}", pricing.delete_price, errors=(403,), workspace=True),
     # Management (docs/api.md)
-    ("GET", "/api/me", workspaces.get_me),
-    ("PATCH", "/api/me", workspaces.patch_me),
-    ("GET", "/api/workspaces", workspaces.list_workspaces),
-    ("POST", "/api/workspaces", workspaces.create_workspace),
-    ("GET", "/api/members", workspaces.list_members),
-    ("PUT", "/api/members", workspaces.put_member),
-    ("DELETE", "/api/members/{user_id}", workspaces.delete_member),
-    ("GET", "/api/agents", agents.list_agents),
-    ("POST", "/api/agents", agents.create_agent),
-    ("PATCH", "/api/agents/{agent_id}", agents.patch_agent),
-    ("GET", "/api/issues", issues.list_issues),
-    ("POST", "/api/issues", issues.create_issue),
-    ("DELETE", "/api/issues/{issue_id}", issues.delete_issue),
-    ("GET", "/api/tasks", tasks.list_tasks),
-    ("POST", "/api/tasks", tasks.create_task),
-    ("GET", "/api/tasks/{task_id}", tasks.get_task),
-    ("POST", "/api/tasks/{task_id}/start", tasks.start_task),
-    ("POST", "/api/tasks/{task_id}/complete", tasks.complete_task),
-    ("POST", "/api/tasks/{task_id}/fail", tasks.fail_task),
+    Route("GET", "/api/me", workspaces.get_me, errors=(403,)),
+    Route("PATCH", "/api/me", workspaces.patch_me, workspaces.MeIn, (403,)),
+    Route("GET", "/api/workspaces", workspaces.list_workspaces),
+    Route(
+        "POST", "/api/workspaces", workspaces.create_workspace, workspaces.WorkspaceIn, (403, 409)
+    ),
+    Route("GET", "/api/members", workspaces.list_members, workspace=True),
+    Route(
+        "PUT", "/api/members", workspaces.put_member, workspaces.MemberIn, (403,), workspace=True
+    ),
+    Route(
+        "DELETE",
+        "/api/members/{user_id}",
+        workspaces.delete_member,
+        errors=(403, 409),
+        workspace=True,
+    ),
+    Route("GET", "/api/agents", agents.list_agents, workspace=True),
+    Route("POST", "/api/agents", agents.create_agent, agents.AgentIn, (409,), workspace=True),
+    Route("PATCH", "/api/agents/{agent_id}", agents.patch_agent, agents.AgentPatch, (403, 409)),
+    Route("GET", "/api/issues", issues.list_issues, workspace=True),
+    Route("POST", "/api/issues", issues.create_issue, issues.IssueIn, workspace=True),
+    Route("DELETE", "/api/issues/{issue_id}", issues.delete_issue),
+    Route("GET", "/api/tasks", tasks.list_tasks, workspace=True),
+    Route("POST", "/api/tasks", tasks.create_task, tasks.TaskIn, (409,), workspace=True),
+    Route("GET", "/api/tasks/{task_id}", tasks.get_task),
+    Route("POST", "/api/tasks/{task_id}/start", tasks.start_task, errors=(409,)),
+    Route("POST", "/api/tasks/{task_id}/complete", tasks.complete_task, errors=(409,)),
+    Route("POST", "/api/tasks/{task_id}/fail", tasks.fail_task, errors=(409,)),
     # Operations
-    ("GET", "/healthz", healthz),
-    ("GET", "/metrics", metrics.metrics),
+    Route("GET", "/healthz", healthz),
+    Route("GET", "/metrics", metrics.metrics),
 ]
 
 
@@ -108,10 +121,14 @@ def create_app(cfg: Config, database_url: str) -> FastAPI:
     app.state.config = cfg
     app.state.zones = set()  # zones this process has registered with the rollup
     app.state.runtime_zones = set()  # (runtime, zone) pairs it has asked day buckets in
-    install_error_handlers(app)
+    install_error_handlers(app, cfg.max_body)
     app.add_middleware(metrics.Measure)
-    for method, path, handler in ROUTES:
-        app.add_api_route(path, handler, methods=[method], summary=_summary(handler))
+    app.add_middleware(Guard, max_body=cfg.max_body)
+    for route in ROUTES:
+        app.add_api_route(
+            route.path, route.handler, methods=[route.method], summary=_summary(route.handler)
+        )
+    app.openapi = lambda: describe_api(app, ROUTES)  # type: ignore[method-assign]
     return app
 
 

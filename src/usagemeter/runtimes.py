@@ -6,12 +6,14 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import Request, Response
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from usagemeter.auth import MANAGERS, Caller, CallerDep, current_workspace, visible
 from usagemeter.db import AConn, Row, many, one, queries
 from usagemeter.web import (
     ApiError,
     Conn,
+    Label,
     bad_request,
     exact_json,
     is_zone,
@@ -21,6 +23,13 @@ from usagemeter.web import (
 )
 
 Q = queries(__file__)
+
+
+class RuntimePatch(BaseModel):
+    """A runtime's new zone: an IANA name; "" means UTC; absent leaves it unchanged."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    timezone: Label | None = None
 
 
 async def runtime_for_caller(conn: AConn, caller: Caller, runtime_id: UUID) -> Row:
@@ -58,9 +67,12 @@ async def patch_runtime(runtime_id: str, request: Request, caller: CallerDep, co
     body = await read_json(request, "invalid JSON body")
     if not isinstance(body, dict):
         raise bad_request("invalid JSON body")
-    timezone = body.get("timezone")
+    try:
+        timezone = RuntimePatch.model_validate(body).timezone
+    except ValidationError:
+        raise bad_request("invalid IANA timezone") from None
     if timezone is not None:
-        if not isinstance(timezone, str) or not (timezone == "" or is_zone(timezone)):
+        if not (timezone == "" or is_zone(timezone)):
             raise bad_request("invalid IANA timezone")
         timezone = timezone or "UTC"
     runtime = await runtime_for_caller(conn, caller, rid)

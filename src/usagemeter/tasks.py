@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from usagemeter.auth import Caller, CallerDep, current_workspace, visible
 from usagemeter.db import AConn, Row, many, one, queries
 from usagemeter.issues import issue_for_caller
-from usagemeter.web import ApiError, Conn, bad_request, parse_model, parse_uuid
+from usagemeter.web import ApiError, Conn, Label, bad_request, parse_model, parse_uuid
 
 Q = queries(__file__)
 STATUSES = ("queued", "dispatched", "running", "completed", "failed", "cancelled")
@@ -26,8 +26,8 @@ TRANSITIONS = {
 
 class TaskIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
-    agent_id: str
-    issue_id: str | None = None
+    agent_id: Label
+    issue_id: Label | None = None
 
 
 async def task_for_caller(conn: AConn, caller: Caller, task_id: UUID) -> Row:

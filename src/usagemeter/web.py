@@ -6,19 +6,23 @@ import json
 import re
 import zoneinfo
 from collections.abc import AsyncIterator, Sequence
+from datetime import date
 from decimal import Decimal
 from math import isfinite
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
+import jiter
 import psycopg
 import simplejson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from psycopg import postgres
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from usagemeter.db import AConn, one
 
@@ -75,42 +79,90 @@ def parse_tz(value: str | None) -> str | None:
     return value
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+def no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold a NUL character: refuse it before the database does."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+# String fields of request bodies, each with its documented maximum length (docs/api.md).
+Name = Annotated[str, Field(max_length=200), AfterValidator(no_nul)]
+Label = Annotated[str, Field(max_length=255), AfterValidator(no_nul)]
+Title = Annotated[str, Field(max_length=1000), AfterValidator(no_nul)]
+
+
+_DATE = TypeAdapter(date)
+
+
+def iso_date(value: Any) -> Any:
+    """A JSON date string (YYYY-MM-DD) as a date; anything else is left to the model."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return _DATE.validate_strings(value)
+    except ValidationError:
+        raise ValueError("must be a date (YYYY-MM-DD)") from None
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
 
 
 async def read_json(request: Request, error: str) -> Any:
-    """The request body as JSON; a body that is not JSON is a 400 with `error`."""
+    """The request body as JSON (415 unless it says it is JSON; a body that is not JSON is a
+    400 with `error`). Numbers with a fraction or exponent keep their exact text
+    (exact_number reads them); NaN, Infinity, lone surrogates and nesting past the
+    parser's limit are not JSON."""
     raw = await request.body()
+    if raw and not _is_json(request.headers.get("content-type")):
+        raise ApiError(415, "Content-Type must be application/json")
     try:
-        return json.loads(raw, parse_constant=_no_constants)
+        return jiter.from_json(raw, allow_inf_nan=False, float_mode="lossless-float")
     except ValueError:
         raise bad_request(error) from None
+
+
+def reason(error: ErrorDetails, default: str = "is invalid") -> str:
+    """What is wrong with one field, in words."""
+    if error["type"] == "string_too_long":
+        return f"must be at most {error.get('ctx', {})['max_length']} characters"
+    if error["type"] == "value_error":
+        return str(error.get("ctx", {})["error"])
+    return default
 
 
 M = TypeVar("M", bound=BaseModel)
 
 
-async def parse_model(request: Request, model: type[M]) -> M:
-    """The JSON body validated against a model (JSON rules: dates are strings), or a 400
-    naming the first bad field."""
-    await read_json(request, "invalid request body")
+async def parse_model(
+    request: Request, model: type[M], error: str = "invalid request body", terse: bool = False
+) -> M:
+    """The JSON body validated against a model, or a 400 naming the first bad field (`terse`:
+    only `error` for a value of the wrong type, as Multica answers on its daemon routes)."""
+    data = await read_json(request, error)
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate(data)
     except ValidationError as e:
-        field = ".".join(str(p) for p in e.errors()[0]["loc"])
-        raise bad_request(f"invalid request body: {field or 'body'} is invalid") from None
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        why = reason(first, "" if terse else "is invalid")
+        raise bad_request(f"{error}: {field or 'body'} {why}" if why else error) from None
 
 
 def exact_number(value: Any) -> Decimal:
-    """A JSON number as the decimal the client wrote. JSON parsers read numbers as doubles,
-    whose repr gives back the very digits written when there are at most 15 of them.
-    (A Decimal comes from Python callers, never from a JSON body.)"""
+    """A JSON number as the decimal the client wrote, of at most 15 significant digits (a
+    JSON body's fractions arrive as their text; plain floats, from Python callers, give
+    back the digits written through repr when there are at most 15 of them)."""
     if isinstance(value, Decimal):
         return value
-    if isinstance(value, bool) or not isinstance(value, int | float) or not isfinite(value):
+    if isinstance(value, jiter.LosslessFloat):
+        number = Decimal(str(value))
+    elif isinstance(value, bool) or not isinstance(value, int | float) or not isfinite(value):
         raise ValueError("not a number")
-    number = Decimal(repr(value))
+    else:
+        number = Decimal(repr(value))
     if len(number.as_tuple().digits) > 15:
         raise ValueError("more than 15 significant digits")
     return number
@@ -193,7 +245,11 @@ def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def too_large(max_body: int) -> JSONResponse:
+    return error_response(413, f"request body larger than {max_body} bytes")
+
+
+def install_error_handlers(app: FastAPI, max_body: int) -> None:
     """Every error body is `{"error": ...}`; validation never answers 422."""
 
     async def api_error(_: Request, exc: Exception) -> JSONResponse:
@@ -207,6 +263,9 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, HTTPException)
         return error_response(exc.status_code, str(exc.detail).lower())
 
+    async def body_too_large(_: Request, exc: Exception) -> JSONResponse:
+        return too_large(max_body)
+
     async def internal_error(_: Request, exc: Exception) -> JSONResponse:
         # Starlette re-raises after this answer, so the server logs the traceback once.
         return error_response(500, "internal error")
@@ -214,7 +273,45 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(BodyTooLarge, body_too_large)
     app.add_exception_handler(Exception, internal_error)
+
+
+class BodyTooLarge(Exception):
+    """A request body grew past the limit while it was read."""
+
+
+class Guard:
+    """Refuses what no route may see, before the application reads anything: a body over
+    `max_body` bytes (413, by its Content-Length, or as soon as a body without one grows
+    past it) and a query string with a NUL character (400)."""
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and int(length) > self.max_body:
+            await too_large(self.max_body)(scope, receive, send)
+            return
+        if b"%00" in scope["query_string"]:
+            await error_response(400, "invalid query string: NUL character")(scope, receive, send)
+            return
+        read = 0
+
+        async def limited() -> Message:
+            nonlocal read
+            message = await receive()
+            read += len(message.get("body", b""))
+            if read > self.max_body:
+                raise BodyTooLarge
+            return message
+
+        await self.app(scope, limited, send)
 
 
 async def connection(request: Request) -> AsyncIterator[AConn]:

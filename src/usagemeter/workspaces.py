@@ -19,27 +19,36 @@ from usagemeter.auth import (
     require_user,
 )
 from usagemeter.db import Row, many, one, queries
-from usagemeter.web import ApiError, Conn, bad_request, is_zone, parse_model, parse_uuid
+from usagemeter.web import (
+    ApiError,
+    Conn,
+    Label,
+    Name,
+    bad_request,
+    is_zone,
+    parse_model,
+    parse_uuid,
+)
 
 Q = queries(__file__)
 
 
 class WorkspaceIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
-    slug: str
-    name: str | None = None
+    slug: Label
+    name: Name | None = None
 
 
 class MemberIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
-    email: str
-    role: str = "member"
+    email: Label
+    role: Label = "member"
 
 
 class MeIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
-    name: str | None = None
-    timezone: str | None = None
+    name: Name | None = None
+    timezone: Label | None = None
 
 
 async def list_workspaces(caller: CallerDep, conn: Conn) -> list[Row]:

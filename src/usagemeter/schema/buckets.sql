@@ -5,6 +5,10 @@
 -- task_usage at every snapshot, so a read that adds the queued deltas is exact whatever
 -- the tick has done. Rows folded down to nothing are deleted by the next tick through the
 -- partial "empty" indexes, without scanning a table. See docs/rollup.md.
+--
+-- INVARIANT: token sums are numeric, so a bucket holds the exact sum of any rows task_usage
+-- can store (each value up to 2^63 - 1, any number of them) and a fold never overflows: one
+-- workspace's rows can neither fail a report nor stop the tick for everyone.
 
 -- Segments: sums per (runtime, segment start, workspace, agent, provider, model, whether
 -- the rows' cost was reported). The workspace is part of the key because a change may move
@@ -20,10 +24,10 @@ CREATE TABLE usage_rollup (
     model              text NOT NULL,
     reported           boolean NOT NULL,
     workspace_id       uuid NOT NULL,
-    input_tokens       bigint NOT NULL,
-    output_tokens      bigint NOT NULL,
-    cache_read_tokens  bigint NOT NULL,
-    cache_write_tokens bigint NOT NULL,
+    input_tokens       numeric NOT NULL,
+    output_tokens      numeric NOT NULL,
+    cache_read_tokens  numeric NOT NULL,
+    cache_write_tokens numeric NOT NULL,
     cost_usd           numeric NULL,   -- sum of the reported costs (reported segments)
     rows               integer NOT NULL,
     PRIMARY KEY (runtime_id, seg_start, workspace_id, agent_id, provider, model, reported)
@@ -42,10 +46,10 @@ CREATE TABLE usage_rollup_ws (
     provider           text NOT NULL,
     model              text NOT NULL,
     reported           boolean NOT NULL,
-    input_tokens       bigint NOT NULL,
-    output_tokens      bigint NOT NULL,
-    cache_read_tokens  bigint NOT NULL,
-    cache_write_tokens bigint NOT NULL,
+    input_tokens       numeric NOT NULL,
+    output_tokens      numeric NOT NULL,
+    cache_read_tokens  numeric NOT NULL,
+    cache_write_tokens numeric NOT NULL,
     cost_usd           numeric NULL,
     rows               integer NOT NULL,
     PRIMARY KEY (workspace_id, seg_start, provider, model, reported)
@@ -81,10 +85,10 @@ CREATE TABLE usage_day (
     provider           text NOT NULL,
     model              text NOT NULL,
     reported           boolean NOT NULL,
-    input_tokens       bigint NOT NULL,
-    output_tokens      bigint NOT NULL,
-    cache_read_tokens  bigint NOT NULL,
-    cache_write_tokens bigint NOT NULL,
+    input_tokens       numeric NOT NULL,
+    output_tokens      numeric NOT NULL,
+    cache_read_tokens  numeric NOT NULL,
+    cache_write_tokens numeric NOT NULL,
     cost_usd           numeric NULL,
     rows               integer NOT NULL,
     zone               text NOT NULL,
@@ -103,10 +107,10 @@ CREATE TABLE usage_day_ws (
     provider           text NOT NULL,
     model              text NOT NULL,
     reported           boolean NOT NULL,
-    input_tokens       bigint NOT NULL,
-    output_tokens      bigint NOT NULL,
-    cache_read_tokens  bigint NOT NULL,
-    cache_write_tokens bigint NOT NULL,
+    input_tokens       numeric NOT NULL,
+    output_tokens      numeric NOT NULL,
+    cache_read_tokens  numeric NOT NULL,
+    cache_write_tokens numeric NOT NULL,
     cost_usd           numeric NULL,
     rows               integer NOT NULL,
     PRIMARY KEY (workspace_id, day, provider, model, reported)
@@ -126,10 +130,10 @@ CREATE TABLE usage_head_ws (
     provider           text NOT NULL,
     model              text NOT NULL,
     reported           boolean NOT NULL,
-    input_tokens       bigint NOT NULL,
-    output_tokens      bigint NOT NULL,
-    cache_read_tokens  bigint NOT NULL,
-    cache_write_tokens bigint NOT NULL,
+    input_tokens       numeric NOT NULL,
+    output_tokens      numeric NOT NULL,
+    cache_read_tokens  numeric NOT NULL,
+    cache_write_tokens numeric NOT NULL,
     cost_usd           numeric NULL,
     rows               integer NOT NULL,
     PRIMARY KEY (workspace_id, cut, day, provider, model, reported)

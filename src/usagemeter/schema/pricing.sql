@@ -111,9 +111,10 @@ $$;
 
 -- The cost of usage in 1e-10 USD, as usage_cost_units(numeric, ...) has it, for token
 -- counts as stored: in bigint arithmetic (a numeric product per token kind cost 0.6 ms of
--- a 90-day report) where the result cannot overflow, i.e. below 1e10 tokens at a price
--- below $92,000 per million tokens; by the numeric function above that (and for usage
--- without a price, which it prices at 0).
+-- a 90-day report) where it cannot overflow: every count below 2^30 and every price below
+-- 2^31 units ($214,748 per million tokens) keep each product below 2^61 and their sum
+-- below 2^63. Any other usage (and usage without a price, priced at 0) goes to the
+-- numeric function.
 CREATE FUNCTION usage_cost_units(p_reported numeric,
                                  p_input bigint, p_output bigint,
                                  p_cache_read bigint, p_cache_write bigint,
@@ -121,7 +122,11 @@ CREATE FUNCTION usage_cost_units(p_reported numeric,
 RETURNS numeric
 LANGUAGE sql IMMUTABLE AS $$
     SELECT coalesce(p_reported * 10000000000,
-                    CASE WHEN p_input + p_output + p_cache_read + p_cache_write < 10000000000
+                    CASE WHEN greatest(p_input, p_output, p_cache_read, p_cache_write)
+                              < 1073741824
+                          AND greatest((p_price).input, (p_price).output,
+                                       (p_price).cache_read, (p_price).cache_write)
+                              < 2147483648
                          THEN p_input * (p_price).input + p_output * (p_price).output
                               + p_cache_read * (p_price).cache_read
                               + p_cache_write * (p_price).cache_write END,
@@ -146,18 +151,6 @@ LANGUAGE sql IMMUTABLE AS $$
                     0)
 $$;
 
--- Tokens without a cost, as usage_unpriced_tokens(numeric, ...) has them, for token counts
--- as stored: in bigint arithmetic.
-CREATE FUNCTION usage_unpriced_tokens(p_reported numeric,
-                                      p_input bigint, p_output bigint,
-                                      p_cache_read bigint, p_cache_write bigint,
-                                      p_price token_price)
-RETURNS bigint
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN p_reported IS NULL AND p_price IS NULL
-                THEN p_input + p_output + p_cache_read + p_cache_write ELSE 0 END
-$$;
-
 -- The tokens of usage that nothing priced: no reported cost and no price in force.
 CREATE FUNCTION usage_unpriced_tokens(p_reported numeric,
                                       p_input numeric, p_output numeric,
@@ -175,9 +168,6 @@ RETURNS numeric
 LANGUAGE sql IMMUTABLE AS $$
     SELECT trim_scale(coalesce(p_units, 0) * 0.0000000001)
 $$;
-
-CREATE AGGREGATE usage_sum(bigint) (sfunc = int8pl, stype = bigint, combinefunc = int8pl,
-                                    parallel = safe);
 
 -- After any change of prices: re-price the buckets the entries changed may apply to, under
 -- the rollup lock (waiting for a running tick: its buckets, priced at the prices it saw,

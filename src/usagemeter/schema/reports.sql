@@ -5,6 +5,8 @@
 -- buckets (buckets.sql) and adds the deltas still queued, and answers the same rows at
 -- every instant (tests/test_schema_reports.py compares the two). Costs are priced per UTC day
 -- (pricing.sql) and summed exactly in 1e-10 USD units.
+-- INVARIANT: every token sum is numeric (exact past 2^63), so no report fails or rounds
+-- whatever the rows hold.
 
 -- The usage rows of a runtime (else a workspace) from p_from until p_to: the raw span of a
 -- rollup read, normally empty. A function of its own so that a generic plan of the read
@@ -49,9 +51,9 @@ CREATE FUNCTION usage_report(p_since timestamptz, p_tz text,
                                         p_count_tasks boolean DEFAULT false,
                                         p_rollup boolean DEFAULT false)
 RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
-               input_tokens bigint, output_tokens bigint,
-               cache_read_tokens bigint, cache_write_tokens bigint,
-               task_count bigint, cost_units numeric, unpriced_tokens bigint)
+               input_tokens numeric, output_tokens numeric,
+               cache_read_tokens numeric, cache_write_tokens numeric,
+               task_count bigint, cost_units numeric, unpriced_tokens numeric)
 LANGUAGE plpgsql STABLE
 SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
@@ -105,9 +107,9 @@ CREATE FUNCTION usage_report_raw(p_since timestamptz, p_tz text, p_runtime_id uu
                                  p_by_provider boolean, p_by_model boolean,
                                  p_count_tasks boolean)
 RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
-               input_tokens bigint, output_tokens bigint,
-               cache_read_tokens bigint, cache_write_tokens bigint,
-               task_count bigint, cost_units numeric, unpriced_tokens bigint)
+               input_tokens numeric, output_tokens numeric,
+               cache_read_tokens numeric, cache_write_tokens numeric,
+               task_count bigint, cost_units numeric, unpriced_tokens numeric)
 LANGUAGE sql STABLE AS $$
     WITH src AS (
         -- One branch per kind of scope, so that the scope is an index condition even when
@@ -134,13 +136,13 @@ LANGUAGE sql STABLE AS $$
            CASE WHEN p_by_agent THEN s.agent_id END,
            CASE WHEN p_by_provider THEN s.provider END,
            CASE WHEN p_by_model THEN s.model END,
-           sum(s.input_tokens)::bigint, sum(s.output_tokens)::bigint,
-           sum(s.cache_read_tokens)::bigint, sum(s.cache_write_tokens)::bigint,
+           sum(s.input_tokens), sum(s.output_tokens),
+           sum(s.cache_read_tokens), sum(s.cache_write_tokens),
            CASE WHEN p_count_tasks THEN count(DISTINCT s.task_id) ELSE 0 END,
            sum(usage_cost_units(s.cost_usd, s.input_tokens, s.output_tokens,
                                 s.cache_read_tokens, s.cache_write_tokens, p.price)),
            sum(usage_unpriced_tokens(s.cost_usd, s.input_tokens, s.output_tokens,
-                                     s.cache_read_tokens, s.cache_write_tokens, p.price))::bigint
+                                     s.cache_read_tokens, s.cache_write_tokens, p.price))
     FROM src s
     LEFT JOIN price p ON s.cost_usd IS NULL AND p.valid @> utc_day(s.created_at)
         AND (p.workspace_id, p.provider, p.model) = (s.workspace_id, s.provider, s.model)
@@ -174,9 +176,9 @@ CREATE FUNCTION usage_report_rollup(p_since timestamptz, p_tz text,
                                                p_count_tasks boolean,
                                                p_days_from timestamptz, p_day_zone text)
 RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
-               input_tokens bigint, output_tokens bigint,
-               cache_read_tokens bigint, cache_write_tokens bigint,
-               task_count bigint, cost_units numeric, unpriced_tokens bigint)
+               input_tokens numeric, output_tokens numeric,
+               cache_read_tokens numeric, cache_write_tokens numeric,
+               task_count bigint, cost_units numeric, unpriced_tokens numeric)
 LANGUAGE sql STABLE AS $$
     WITH span AS (
         -- seg_end, raw_end, the local midnights of the dates from p_since's to seg_end's
@@ -349,10 +351,10 @@ LANGUAGE sql STABLE AS $$
           AND x.day >= (p_days_from AT TIME ZONE p_day_zone)::date
     )
     SELECT r.date, NULL::integer, r.agent_id, r.provider, r.model,
-           usage_sum(r.input_tokens), usage_sum(r.output_tokens),
-           usage_sum(r.cache_read_tokens), usage_sum(r.cache_write_tokens),
-           CASE WHEN p_count_tasks THEN usage_sum(r.tasks) ELSE 0 END,
-           sum(r.cost), usage_sum(r.unpriced)
+           sum(r.input_tokens), sum(r.output_tokens),
+           sum(r.cache_read_tokens), sum(r.cache_write_tokens),
+           CASE WHEN p_count_tasks THEN sum(r.tasks)::bigint ELSE 0 END,
+           sum(r.cost), sum(r.unpriced)
     FROM part r
     GROUP BY r.date, r.agent_id, r.provider, r.model
     HAVING sum(r.rows) <> 0

@@ -1,0 +1,401 @@
+-- Release 0.2.0: token sums that never overflow. The rollup's buckets sum tokens as numeric
+-- (a bigint sum overflowed past 9.2e18 and stopped every report of the workspace and every
+-- tick), reports return numeric sums, and the bigint cost shortcut applies only where its
+-- products cannot overflow.
+
+ALTER TABLE usage_rollup
+    ALTER COLUMN input_tokens TYPE numeric,
+    ALTER COLUMN output_tokens TYPE numeric,
+    ALTER COLUMN cache_read_tokens TYPE numeric,
+    ALTER COLUMN cache_write_tokens TYPE numeric;
+
+ALTER TABLE usage_rollup_ws
+    ALTER COLUMN input_tokens TYPE numeric,
+    ALTER COLUMN output_tokens TYPE numeric,
+    ALTER COLUMN cache_read_tokens TYPE numeric,
+    ALTER COLUMN cache_write_tokens TYPE numeric;
+
+ALTER TABLE usage_day
+    ALTER COLUMN input_tokens TYPE numeric,
+    ALTER COLUMN output_tokens TYPE numeric,
+    ALTER COLUMN cache_read_tokens TYPE numeric,
+    ALTER COLUMN cache_write_tokens TYPE numeric;
+
+ALTER TABLE usage_day_ws
+    ALTER COLUMN input_tokens TYPE numeric,
+    ALTER COLUMN output_tokens TYPE numeric,
+    ALTER COLUMN cache_read_tokens TYPE numeric,
+    ALTER COLUMN cache_write_tokens TYPE numeric;
+
+ALTER TABLE usage_head_ws
+    ALTER COLUMN input_tokens TYPE numeric,
+    ALTER COLUMN output_tokens TYPE numeric,
+    ALTER COLUMN cache_read_tokens TYPE numeric,
+    ALTER COLUMN cache_write_tokens TYPE numeric;
+
+DROP AGGREGATE usage_sum(bigint);
+
+DROP FUNCTION usage_unpriced_tokens(numeric, bigint, bigint, bigint, bigint, token_price);
+
+DROP FUNCTION usage_report(timestamptz, text, uuid, uuid, uuid, boolean, boolean, boolean,
+                           boolean, boolean, boolean, boolean);
+
+DROP FUNCTION usage_report_raw(timestamptz, text, uuid, uuid, uuid, boolean, boolean,
+                               boolean, boolean, boolean, boolean);
+
+DROP FUNCTION usage_report_rollup(timestamptz, text, uuid, uuid, boolean, boolean,
+                                  boolean, boolean, boolean, timestamptz, text);
+
+-- The cost of usage in 1e-10 USD, as usage_cost_units(numeric, ...) has it, for token
+-- counts as stored: in bigint arithmetic (a numeric product per token kind cost 0.6 ms of
+-- a 90-day report) where it cannot overflow: every count below 2^30 and every price below
+-- 2^31 units ($214,748 per million tokens) keep each product below 2^61 and their sum
+-- below 2^63. Any other usage (and usage without a price, priced at 0) goes to the
+-- numeric function.
+CREATE OR REPLACE FUNCTION usage_cost_units(p_reported numeric,
+                                 p_input bigint, p_output bigint,
+                                 p_cache_read bigint, p_cache_write bigint,
+                                 p_price token_price)
+RETURNS numeric
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(p_reported * 10000000000,
+                    CASE WHEN greatest(p_input, p_output, p_cache_read, p_cache_write)
+                              < 1073741824
+                          AND greatest((p_price).input, (p_price).output,
+                                       (p_price).cache_read, (p_price).cache_write)
+                              < 2147483648
+                         THEN p_input * (p_price).input + p_output * (p_price).output
+                              + p_cache_read * (p_price).cache_read
+                              + p_cache_write * (p_price).cache_write END,
+                    usage_cost_units(NULL, p_input::numeric, p_output::numeric,
+                                     p_cache_read::numeric, p_cache_write::numeric, p_price))
+$$;
+
+-- Usage since p_since: from the rollup when p_rollup, else raw (usage_report_raw). The
+-- rollup path reads a runtime's day buckets from its first local midnight at or after
+-- p_since on, in p_tz when the runtime has ready buckets there, else (a read without dates)
+-- in any of its ready zones, where that midnight is a segment cut. It runs one plan made
+-- once per session: a custom plan cost more to make (3-4 ms) than most reads take to run,
+-- and the generic one measured as fast. The raw path is planned for its arguments on every
+-- call. The rollup path takes neither p_by_hour nor p_issue_id (segments are not whole
+-- hours; an issue is not a key of the rollup), so those reports always read raw.
+CREATE FUNCTION usage_report(p_since timestamptz, p_tz text,
+                                        p_runtime_id uuid DEFAULT NULL,
+                                        p_workspace_id uuid DEFAULT NULL,
+                                        p_issue_id uuid DEFAULT NULL,
+                                        p_by_date boolean DEFAULT false,
+                                        p_by_hour boolean DEFAULT false,
+                                        p_by_agent boolean DEFAULT false,
+                                        p_by_provider boolean DEFAULT false,
+                                        p_by_model boolean DEFAULT false,
+                                        p_count_tasks boolean DEFAULT false,
+                                        p_rollup boolean DEFAULT false)
+RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
+               input_tokens numeric, output_tokens numeric,
+               cache_read_tokens numeric, cache_write_tokens numeric,
+               task_count bigint, cost_units numeric, unpriced_tokens numeric)
+LANGUAGE plpgsql STABLE
+SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    v_zone      text;
+    v_days_from timestamptz;
+BEGIN
+    IF NOT p_rollup THEN
+        RETURN QUERY EXECUTE
+            'SELECT * FROM usage_report_raw($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)'
+            USING p_since, p_tz, p_runtime_id, p_workspace_id, p_issue_id, p_by_date,
+                  p_by_hour, p_by_agent, p_by_provider, p_by_model, p_count_tasks;
+        RETURN;
+    END IF;
+    -- Statements of their own: a function with a subquery in its arguments is not inlined.
+    IF p_runtime_id IS NOT NULL AND isfinite(p_since) THEN
+        v_zone := (SELECT z.zone FROM usage_day_zone z
+                   WHERE z.runtime_id = p_runtime_id AND z.ready
+                   ORDER BY z.zone = p_tz DESC, z.zone
+                   LIMIT 1);
+    END IF;
+    IF v_zone = p_tz OR (v_zone IS NOT NULL AND NOT p_by_date) THEN
+        v_days_from := (((p_since - interval '1 microsecond') AT TIME ZONE v_zone)::date + 1)
+                       ::timestamp AT TIME ZONE v_zone;
+        IF NOT ((v_days_from - interval '1 microsecond') AT TIME ZONE v_zone)::date
+               < (v_days_from AT TIME ZONE v_zone)::date  -- not the first instant of its date
+           OR (v_days_from <> p_since
+               AND (p_by_date OR NOT EXISTS (
+                   SELECT FROM usage_offset o
+                   WHERE o.state = 'ready'
+                     AND o.offset_s = extract(epoch FROM (v_days_from AT TIME ZONE v_zone)
+                                                         - (v_days_from AT TIME ZONE 'UTC')))))
+        THEN
+            v_days_from := NULL;
+        END IF;
+    END IF;
+    RETURN QUERY
+    SELECT * FROM usage_report_rollup(p_since, p_tz, p_runtime_id, p_workspace_id,
+                                      p_by_date, p_by_agent, p_by_provider, p_by_model,
+                                      p_count_tasks, v_days_from, v_zone);
+END
+$$;
+
+-- Usage since p_since of one runtime, else one workspace, else one issue, read from
+-- task_usage, grouped by the chosen keys (a key not chosen is NULL): local date and hour in
+-- p_tz, agent, provider, model. task_count (with p_count_tasks, else 0) counts distinct
+-- tasks per group. A row without a reported cost is priced with the price in force on its
+-- UTC day in its workspace. Money is exact 1e-10 USD.
+CREATE FUNCTION usage_report_raw(p_since timestamptz, p_tz text, p_runtime_id uuid,
+                                 p_workspace_id uuid, p_issue_id uuid,
+                                 p_by_date boolean, p_by_hour boolean, p_by_agent boolean,
+                                 p_by_provider boolean, p_by_model boolean,
+                                 p_count_tasks boolean)
+RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
+               input_tokens numeric, output_tokens numeric,
+               cache_read_tokens numeric, cache_write_tokens numeric,
+               task_count bigint, cost_units numeric, unpriced_tokens numeric)
+LANGUAGE sql STABLE AS $$
+    WITH src AS (
+        -- One branch per kind of scope, so that the scope is an index condition even when
+        -- it comes from an outer query (GET /api/runtimes).
+        SELECT u.* FROM task_usage u
+        WHERE p_runtime_id IS NOT NULL AND u.runtime_id = p_runtime_id
+          AND u.created_at >= p_since
+        UNION ALL
+        SELECT u.* FROM task_usage u
+        WHERE p_runtime_id IS NULL AND u.workspace_id = p_workspace_id
+          AND u.created_at >= p_since
+        UNION ALL
+        SELECT u.* FROM task_usage u
+        WHERE p_runtime_id IS NULL AND p_workspace_id IS NULL
+          AND u.task_id IN (SELECT t.id FROM agent_task_queue t WHERE t.issue_id = p_issue_id)
+          AND u.created_at >= p_since
+    ), price AS (
+        SELECT k.workspace_id, k.provider, k.model, s.*
+        FROM (SELECT DISTINCT workspace_id, provider, model FROM src WHERE cost_usd IS NULL) k
+        CROSS JOIN LATERAL price_segments(k.workspace_id, k.provider, k.model) s
+    )
+    SELECT CASE WHEN p_by_date THEN (s.created_at AT TIME ZONE p_tz)::date END,
+           CASE WHEN p_by_hour THEN extract(hour FROM s.created_at AT TIME ZONE p_tz)::int END,
+           CASE WHEN p_by_agent THEN s.agent_id END,
+           CASE WHEN p_by_provider THEN s.provider END,
+           CASE WHEN p_by_model THEN s.model END,
+           sum(s.input_tokens), sum(s.output_tokens),
+           sum(s.cache_read_tokens), sum(s.cache_write_tokens),
+           CASE WHEN p_count_tasks THEN count(DISTINCT s.task_id) ELSE 0 END,
+           sum(usage_cost_units(s.cost_usd, s.input_tokens, s.output_tokens,
+                                s.cache_read_tokens, s.cache_write_tokens, p.price)),
+           sum(usage_unpriced_tokens(s.cost_usd, s.input_tokens, s.output_tokens,
+                                     s.cache_read_tokens, s.cache_write_tokens, p.price))
+    FROM src s
+    LEFT JOIN price p ON s.cost_usd IS NULL AND p.valid @> utc_day(s.created_at)
+        AND (p.workspace_id, p.provider, p.model) = (s.workspace_id, s.provider, s.model)
+    GROUP BY 1, 2, 3, 4, 5
+$$;
+
+-- Usage since p_since of one runtime, else one workspace, as usage_report_raw has it (no
+-- hours), from the rollup. Spans, each read from one source, plus the deltas still queued
+-- in the spans that buckets serve:
+--   [p_since, seg_end)       segments (seg_end: where segments serve p_tz, rollup_end(),
+--                            at most p_days_from); a workspace whose dates each start at a
+--                            cut with heads reads its whole UTC days from usage_day_ws and
+--                            the part of a day before each such instant from usage_head_ws
+--                            instead;
+--   [seg_end, p_days_from)   raw rows (normally empty: today's rows are folded);
+--   [p_days_from, infinity)  the runtime's day buckets in p_day_zone, from p_days_from's
+--                            local date on (p_days_from: the first instant of that date, a
+--                            cut; NULL: no day buckets, and the raw span is unbounded).
+-- INVARIANT: a tick deletes deltas and adds them to the buckets in one transaction, so at
+-- any snapshot every usage row is counted exactly once. A group is returned when it has
+-- rows (a delta counts +1 or -1).
+--
+-- task_count (with p_count_tasks, which requires p_by_model): every usage row counts as a
+-- task (one row per task, provider and model). The rows of (task, model) pairs reported
+-- under several providers are corrected per group: -1 each, +1 per distinct task. The
+-- pairs are those usage_multi_provider lists plus those among rows not folded yet.
+CREATE FUNCTION usage_report_rollup(p_since timestamptz, p_tz text,
+                                               p_runtime_id uuid, p_workspace_id uuid,
+                                               p_by_date boolean, p_by_agent boolean,
+                                               p_by_provider boolean, p_by_model boolean,
+                                               p_count_tasks boolean,
+                                               p_days_from timestamptz, p_day_zone text)
+RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
+               input_tokens numeric, output_tokens numeric,
+               cache_read_tokens numeric, cache_write_tokens numeric,
+               task_count bigint, cost_units numeric, unpriced_tokens numeric)
+LANGUAGE sql STABLE AS $$
+    WITH span AS (
+        -- seg_end, raw_end, the local midnights of the dates from p_since's to seg_end's
+        -- where each is the first instant of its date (else NULL: dates are then converted),
+        -- and the instants at which a workspace report reads heads (NULL: it reads
+        -- segments), which it may when it has no dates or each of its dates starts at its
+        -- midnight: p_since, seg_end and the midnights between, but those at 00:00 UTC
+        -- (whose heads are empty).
+        SELECT e.seg_end, e.raw_end, m.first, m.midnights,
+               CASE WHEN p_runtime_id IS NULL AND e.seg_end > p_since
+                         AND (NOT p_by_date OR m.midnights IS NOT NULL)
+                    THEN ARRAY(SELECT DISTINCT t.t
+                               FROM unnest(ARRAY[p_since, e.seg_end] || m.midnights) t(t)
+                               WHERE t.t >= p_since AND t.t <= e.seg_end
+                                 AND day_second(t.t) <> 0) END AS heads
+        FROM (SELECT least(CASE WHEN p_days_from = p_since THEN p_since
+                                ELSE rollup_end(p_tz, p_since, true) END,
+                           p_days_from) AS seg_end,
+                     coalesce(p_days_from, 'infinity') AS raw_end
+              OFFSET 0) e  -- once
+        CROSS JOIN LATERAL (
+            SELECT min(d.d) AS first,
+                   CASE WHEN bool_and((d.m AT TIME ZONE p_tz)::date = d.d
+                                      AND ((d.m - interval '1 microsecond') AT TIME ZONE p_tz)::date
+                                          = d.d - 1)
+                        THEN array_agg(d.m ORDER BY d.d) END AS midnights
+            FROM (SELECT CASE WHEN p_by_date AND e.seg_end > p_since
+                              THEN (p_since AT TIME ZONE p_tz)::date END AS lo,
+                         (e.seg_end AT TIME ZONE p_tz)::date AS hi) b
+            CROSS JOIN LATERAL generate_series(0, b.hi - b.lo) g(i)
+            CROSS JOIN LATERAL (SELECT b.lo + g.i AS d,
+                                       (b.lo + g.i)::timestamp AT TIME ZONE p_tz AS m) d
+        ) m
+    ), src AS (
+        -- Rows and segments, which are priced here. at: an instant of the row's local date;
+        -- day: its UTC day; task_id: set on rows not folded yet (their multi-provider pairs
+        -- are not listed); priced: cost_usd is the reported cost.
+        -- Time bounds are read by scalar subqueries (a join with span would filter a scan
+        -- of every row instead of bounding an index scan).
+        SELECT u.created_at AS at, utc_day(u.created_at) AS day,
+               u.workspace_id, u.agent_id, u.task_id, u.provider, u.model,
+               u.cost_usd IS NOT NULL AS priced, u.cost_usd,
+               u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens,
+               1 AS rows
+        FROM usage_rows_between(p_runtime_id, p_workspace_id, (SELECT s.seg_end FROM span s),
+                                (SELECT s.raw_end FROM span s)) u
+        UNION ALL
+        SELECT d.created_at, utc_day(d.created_at), d.workspace_id, d.agent_id,
+               d.task_id, d.provider, d.model, d.cost_usd IS NOT NULL, d.cost_usd,
+               d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_write_tokens,
+               d.rows
+        FROM usage_dirty d
+        WHERE p_runtime_id IS NOT NULL AND d.runtime_id = p_runtime_id
+          AND d.created_at >= p_since AND (d.created_at < (SELECT s.seg_end FROM span s)
+                                           OR d.created_at >= (SELECT s.raw_end FROM span s))
+        UNION ALL
+        SELECT d.created_at, utc_day(d.created_at), d.workspace_id, d.agent_id,
+               d.task_id, d.provider, d.model, d.cost_usd IS NOT NULL, d.cost_usd,
+               d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_write_tokens,
+               d.rows
+        FROM usage_dirty d
+        WHERE p_runtime_id IS NULL AND d.workspace_id = p_workspace_id
+          AND d.created_at >= p_since AND (d.created_at < (SELECT s.seg_end FROM span s)
+                                           OR d.created_at >= (SELECT s.raw_end FROM span s))
+        UNION ALL
+        SELECT x.seg_start, utc_day(x.seg_start), x.workspace_id, x.agent_id, NULL,
+               x.provider, x.model, x.reported, x.cost_usd,
+               x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
+               x.rows
+        FROM usage_rollup x
+        WHERE p_runtime_id IS NOT NULL AND x.runtime_id = p_runtime_id
+          AND x.seg_start >= p_since AND x.seg_start < (SELECT s.seg_end FROM span s)
+        UNION ALL
+        SELECT x.seg_start, utc_day(x.seg_start), x.workspace_id, NULL, NULL,
+               x.provider, x.model, x.reported, x.cost_usd,
+               x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
+               x.rows
+        FROM usage_rollup_ws x
+        WHERE p_runtime_id IS NULL AND x.workspace_id = p_workspace_id
+          AND (SELECT s.heads FROM span s) IS NULL
+          AND x.seg_start >= p_since AND x.seg_start < (SELECT s.seg_end FROM span s)
+        UNION ALL
+        -- With heads: the UTC days from p_since's to seg_end's, each at its last instant
+        -- (its local date is the date of its last part),
+        SELECT utc_start(x.day + 1) - interval '1 microsecond', x.day, x.workspace_id, NULL,
+               NULL, x.provider, x.model, x.reported, x.cost_usd,
+               x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
+               x.rows
+        FROM usage_day_ws x
+        WHERE p_runtime_id IS NULL AND x.workspace_id = p_workspace_id
+          AND (SELECT s.heads FROM span s) IS NOT NULL
+          AND x.day >= utc_day(p_since) AND x.day < utc_day((SELECT s.seg_end FROM span s))
+        UNION ALL
+        -- and the head of each instant's UTC day up to it, moved from the instant's date to
+        -- the date before (the part of a day before p_since is subtracted, the part of a
+        -- day before seg_end added).
+        SELECT v.at, x.day, x.workspace_id, NULL, NULL, x.provider, x.model, x.reported,
+               v.sign * x.cost_usd, v.sign * x.input_tokens, v.sign * x.output_tokens,
+               v.sign * x.cache_read_tokens, v.sign * x.cache_write_tokens, v.sign * x.rows
+        FROM unnest((SELECT s.heads FROM span s)) h(at)
+        JOIN usage_head_ws x ON x.workspace_id = p_workspace_id
+            AND x.cut = day_second(h.at) AND x.day = utc_day(h.at)
+        CROSS JOIN LATERAL (VALUES (h.at - interval '1 microsecond', 1), (h.at, -1)) v(at, sign)
+        WHERE p_runtime_id IS NULL
+          AND CASE v.sign WHEN 1 THEN h.at > p_since
+                          ELSE h.at < (SELECT s.seg_end FROM span s) END
+    ), price AS (
+        SELECT k.workspace_id, k.provider, k.model, s.*
+        FROM (SELECT DISTINCT workspace_id, provider, model FROM src WHERE NOT priced) k
+        CROSS JOIN LATERAL price_segments(k.workspace_id, k.provider, k.model) s
+    ), fix AS (
+        SELECT CASE WHEN p_by_date THEN (u.created_at AT TIME ZONE p_tz)::date END AS date,
+               CASE WHEN p_by_agent THEN u.agent_id END AS agent_id,
+               CASE WHEN p_by_provider THEN u.provider END AS provider,
+               CASE WHEN p_by_model THEN u.model END AS model,
+               count(DISTINCT u.task_id) - count(*) AS tasks
+        FROM (SELECT m.task_id, m.model FROM usage_multi_provider m
+              UNION
+              SELECT s.task_id, s.model FROM src s
+              WHERE s.task_id IS NOT NULL AND s.rows > 0
+                AND EXISTS (SELECT FROM task_usage o
+                            WHERE o.task_id = s.task_id AND o.model = s.model
+                              AND o.provider <> s.provider)) m
+        CROSS JOIN LATERAL (
+            SELECT u.created_at, u.agent_id, u.provider, u.model, u.task_id
+            FROM task_usage u
+            WHERE u.task_id = m.task_id AND u.model = m.model AND u.created_at >= p_since
+              AND u.runtime_id = coalesce(p_runtime_id, u.runtime_id)
+              AND u.workspace_id = coalesce(p_workspace_id, u.workspace_id)
+            OFFSET 0) u  -- by pair, whatever the statistics say of the pairs
+        WHERE p_count_tasks
+        GROUP BY 1, 2, 3, 4
+    ), part AS (
+        SELECT CASE WHEN NOT p_by_date THEN NULL
+                    WHEN s.at < (SELECT sp.seg_end FROM span sp)
+                         AND (SELECT sp.midnights FROM span sp) IS NOT NULL
+                    THEN (SELECT sp.first FROM span sp)
+                         + width_bucket(s.at, (SELECT sp.midnights FROM span sp)) - 1
+                    ELSE (s.at AT TIME ZONE p_tz)::date END AS date,
+               CASE WHEN p_by_agent THEN s.agent_id END AS agent_id,
+               CASE WHEN p_by_provider THEN s.provider END AS provider,
+               CASE WHEN p_by_model THEN s.model END AS model,
+               s.input_tokens, s.output_tokens, s.cache_read_tokens, s.cache_write_tokens,
+               s.rows, s.rows AS tasks,
+               usage_cost_units(s.cost_usd, s.input_tokens, s.output_tokens,
+                                s.cache_read_tokens, s.cache_write_tokens, p.price) AS cost,
+               usage_unpriced_tokens(s.cost_usd, s.input_tokens, s.output_tokens,
+                                     s.cache_read_tokens, s.cache_write_tokens,
+                                     p.price) AS unpriced
+        FROM src s
+        LEFT JOIN price p ON NOT s.priced AND p.valid @> s.day
+            AND (p.workspace_id, p.provider, p.model) = (s.workspace_id, s.provider, s.model)
+        UNION ALL
+        SELECT f.date, f.agent_id, f.provider, f.model, 0, 0, 0, 0, 0, f.tasks, 0, 0
+        FROM fix f
+        UNION ALL
+        -- Day buckets, priced when folded (a bucket without a price has no cost).
+        SELECT CASE WHEN p_by_date THEN x.day END,
+               CASE WHEN p_by_agent THEN x.agent_id END,
+               CASE WHEN p_by_provider THEN x.provider END,
+               CASE WHEN p_by_model THEN x.model END,
+               x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
+               x.rows, x.rows,
+               usage_cost_units(x.cost_usd, x.input_tokens, x.output_tokens,
+                                x.cache_read_tokens, x.cache_write_tokens, NULL),
+               usage_unpriced_tokens(x.cost_usd, x.input_tokens, x.output_tokens,
+                                     x.cache_read_tokens, x.cache_write_tokens, NULL)
+        FROM usage_day x
+        WHERE p_days_from IS NOT NULL AND x.runtime_id = p_runtime_id AND x.zone = p_day_zone
+          AND x.day >= (p_days_from AT TIME ZONE p_day_zone)::date
+    )
+    SELECT r.date, NULL::integer, r.agent_id, r.provider, r.model,
+           sum(r.input_tokens), sum(r.output_tokens),
+           sum(r.cache_read_tokens), sum(r.cache_write_tokens),
+           CASE WHEN p_count_tasks THEN sum(r.tasks)::bigint ELSE 0 END,
+           sum(r.cost), sum(r.unpriced)
+    FROM part r
+    GROUP BY r.date, r.agent_id, r.provider, r.model
+    HAVING sum(r.rows) <> 0
+$$;
