@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -19,6 +21,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from psycopg.conninfo import make_conninfo
 
@@ -93,6 +96,24 @@ def config() -> Config:
 def client(config: Config, db_url: str) -> Iterator[TestClient]:
     with TestClient(create_app(config, db_url)) as c:
         yield c
+
+
+@pytest.fixture
+def live_url(config: Config, db_url: str) -> Iterator[str]:
+    """The base URL of a real server (uvicorn in a thread) on the test database."""
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config, db_url), host="127.0.0.1", port=0, log_level="error")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive(), "the server did not start"
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 class World:

@@ -85,6 +85,8 @@ def test_management_validation(client: TestClient, world: World) -> None:
         ("get", "/api/tasks/nope", None, 400, "invalid task_id"),
         ("get", "/api/tasks?status=odd", None, 400, "invalid status"),
         ("get", "/api/tasks?limit=0", None, 400, "invalid limit"),
+        ("get", "/api/tasks?limit=%C2%B2", None, 400, "invalid limit"),  # "²" is a digit to str
+        ("get", "/api/tasks?limit=%D9%A3", None, 400, "invalid limit"),  # an Arabic-Indic 3
     ]
     for method, url, body, status, error in cases:
         r = client.request(method, url, headers=h, json=body)

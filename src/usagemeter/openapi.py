@@ -75,6 +75,9 @@ def describe_api(app: FastAPI, routes: list[Route]) -> dict[str, Any]:
     components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     for route in routes:
         op = doc["paths"][route.path][route.method.lower()]
+        for param in op.get("parameters", []):
+            if param["in"] == "path" and param["name"].endswith("_id"):
+                param["schema"] = {"type": "string", "format": "uuid"}
         statuses = {400, *route.errors}
         if route.path.startswith("/api/"):
             statuses |= {401, 404}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from uuid import UUID
 
@@ -14,6 +15,7 @@ from usagemeter.issues import issue_for_caller
 from usagemeter.web import ApiError, Conn, Label, bad_request, parse_model, parse_uuid
 
 Q = queries(__file__)
+_LIMIT = re.compile(r"[0-9]{1,4}")  # ASCII digits only (str.isdigit accepts "²")
 STATUSES = ("queued", "dispatched", "running", "completed", "failed", "cancelled")
 # target status -> the statuses it may be reached from
 TRANSITIONS = {
@@ -76,7 +78,7 @@ async def list_tasks(
     """The workspace's tasks, newest first (`?status=`, `?limit=` up to 1000, default 100)."""
     if status is not None and status not in STATUSES:
         raise bad_request("invalid status")
-    if limit is not None and not (limit.isdigit() and 1 <= int(limit) <= 1000):
+    if limit is not None and not (_LIMIT.fullmatch(limit) and 1 <= int(limit) <= 1000):
         raise bad_request("invalid limit")
     ws = await current_workspace(request, caller, conn)
     params = {"workspace_id": ws.id, "status": status, "limit": int(limit or 100)}
