@@ -117,3 +117,16 @@ def test_as_root_nothing_outside_the_data_dir_changes_permissions(data_dir: Path
     assert (data_dir / "open" / "pgdata").stat().st_uid != 0  # PostgreSQL's own user
     server.release()
     assert not postgres_running(data_dir / "open")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the permission rules concern root")
+def test_a_data_dir_postgres_cannot_reach_is_refused_with_the_reason(data_dir: Path) -> None:
+    closed = data_dir / "closed"
+    closed.mkdir(mode=0o700)
+    closed.chmod(0o700)
+    usagemeter = Path(sys.executable).with_name("usagemeter")
+    env = {**os.environ, "USAGEMETER_DATA_DIR": str(closed / "data"), "DATABASE_URL": ""}
+    r = subprocess.run([usagemeter, "migrate"], env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("cannot start the embedded PostgreSQL: as root"), r.stderr
+    assert (closed.stat().st_mode & 0o777) == 0o700

@@ -51,7 +51,12 @@ async def many(conn: AConn, sql: str, params: Mapping[str, Any] | None = None) -
 
 def database_url(cfg: Config) -> str:
     """DATABASE_URL if set, else the URL of the embedded server (started on demand)."""
-    return cfg.database_url or embedded.start(cfg.data_dir)
+    if cfg.database_url:
+        return cfg.database_url
+    try:
+        return embedded.start(cfg.data_dir)
+    except embedded.EmbeddedError as e:
+        raise SystemExit(f"cannot start the embedded PostgreSQL: {e}") from None
 
 
 # Report math never depends on the zone; it only fixes how timestamps are rendered. Dates
