@@ -1,7 +1,7 @@
 """What exact sums cost: every rollup report read side by side on the same data with the
 buckets of release 0.2.0 (numeric sums, which never overflow) and of 0.1.0 (bigint sums).
 
-    .venv/bin/python bench/sums.py [--rows 1000000] [--runs 25]
+    .venv/bin/python bench/sums.py [--rows 1000000] [--runs 25] [--reuse]
 
 Loads one database as bench/run.py does (a throwaway PostgreSQL 15 unless DATABASE_URL is
 set), copies it, and turns the copy back into 0.1.0's buckets and report functions (from
@@ -57,6 +57,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=25)
+    ap.add_argument("--reuse", action="store_true", help="measure the databases of a run before")
     args = ap.parse_args()
     server = os.environ.get("DATABASE_URL")
     stop = None
