@@ -33,7 +33,7 @@ OLD = ("usage_sum", "usage_unpriced_tokens", "usage_cost_units", "usage_report")
 
 
 def old_definitions() -> str:
-    """0.1.0's definitions of what 0002_numeric_sums changed, from its baseline."""
+    """0.1.0's definitions of what 0002 changed of the sums, from its baseline."""
     baseline = available()[0].read_text()
     blocks = re.split(r"\n(?=CREATE )", baseline)
     keep = [b for b in blocks if re.match(rf"CREATE (FUNCTION|AGGREGATE) ({'|'.join(OLD)})", b)]

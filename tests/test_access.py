@@ -166,7 +166,7 @@ MATRIX: dict[tuple[str, str], tuple[Make, str]] = {
         lambda s: ("/api/workspaces", {"slug": f"w-{uuid.uuid4().hex[:8]}"}),
         "401 401 200 403 200 200 200 403",
     ),
-    ("GET", "/api/members"): (lambda s: ("/api/members", None), "401 401 404 404 200 200 200 200"),
+    ("GET", "/api/members"): (lambda s: ("/api/members", None), "401 401 404 403 200 200 200 403"),
     ("PUT", "/api/members"): (
         lambda s: ("/api/members", {"email": f"{uuid.uuid4().hex[:8]}@acme.io"}),
         "401 401 404 404 403 200 200 403",

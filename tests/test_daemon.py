@@ -95,9 +95,36 @@ def test_register_owner_pat_replaces_daemon_token_keeps(client: TestClient, worl
     assert register(client, daemon, base(ws)).json()["runtimes"][0]["owner_id"] == str(
         world.user_id("owner@example.com")
     )
-    assert register(client, other, base(ws)).json()["runtimes"][0]["owner_id"] == str(
-        world.user_id("other@example.com")
+    # Another member cannot take it over, by registering its daemon_id or merging it away.
+    r = register(client, other, base(ws))
+    assert (r.status_code, r.json()) == (
+        403,
+        {"error": "this daemon's runtime belongs to another user"},
     )
+    theirs = register(client, other, {**base(ws), "daemon_id": "mine"}).json()["runtimes"][0]
+    merge = {**base(ws), "daemon_id": "mine", "legacy_daemon_ids": [base(ws)["daemon_id"]]}
+    assert register(client, other, merge).status_code == 200
+    assert register(client, daemon, merge).status_code == 200  # refreshes "mine", merges none
+    owners = world.db.execute(
+        "SELECT id, owner_id FROM agent_runtime WHERE workspace_id = %s ORDER BY created_at", (ws,)
+    ).fetchall()
+    assert [(str(r["id"]), str(r["owner_id"])) for r in owners] == [
+        (rt["id"], str(world.user_id("owner@example.com"))),
+        (theirs["id"], str(world.user_id("other@example.com"))),
+    ]
+    r = client.delete(f"/api/runtimes/{rt['id']}", headers=auth(other, "acme"))
+    assert r.status_code == 403
+
+
+def test_a_daemon_token_merges_only_ownerless_runtimes(client: TestClient, world: World) -> None:
+    owner, daemon, ws = world.token(), world.daemon_token(), world.workspace()
+    owned = register(client, owner, {**base(ws), "daemon_id": "owned"}).json()["runtimes"][0]
+    free = register(client, daemon, {**base(ws), "daemon_id": "free"}).json()["runtimes"][0]
+    merge = {**base(ws), "daemon_id": "new", "legacy_daemon_ids": ["owned", "free"]}
+    new = register(client, daemon, merge).json()["runtimes"][0]
+    left = world.db.execute("SELECT id FROM agent_runtime ORDER BY created_at").fetchall()
+    assert [str(r["id"]) for r in left] == [owned["id"], new["id"]]
+    assert free["id"] != new["id"]
 
 
 @pytest.mark.parametrize(

@@ -94,3 +94,25 @@ def test_management_validation(client: TestClient, world: World) -> None:
     assert world.db.execute(
         "SELECT count(*) AS n FROM agent WHERE workspace_id = %s", (ws,)
     ).fetchone() == {"n": 0}
+
+
+def test_a_task_cannot_be_linked_to_another_workspaces_issue(
+    client: TestClient, world: World
+) -> None:
+    # A user in both workspaces: acme's task may not take beta's issue, or beta's owners
+    # would delete acme's usage with their issue.
+    token = world.token("both@example.com", "acme")
+    world.token("both@example.com", "beta")
+    acme, beta = world.workspace("acme"), world.workspace("beta")
+    rt = world.runtime(acme)
+    agent = world.agent(acme, rt)
+    theirs = world.issue(beta)
+    body = {"agent_id": str(agent), "issue_id": str(theirs)}
+    r = client.post("/api/tasks", headers=auth(token, "acme"), json=body)
+    assert (r.status_code, r.json()) == (404, {"error": "issue not found"})
+    ours = world.issue(acme)
+    r = client.post("/api/tasks", headers=auth(token, "acme"), json={**body, "issue_id": str(ours)})
+    assert r.status_code == 200, r.text
+    assert world.db.execute("SELECT issue_id FROM agent_task_queue").fetchall() == [
+        {"issue_id": ours}
+    ]

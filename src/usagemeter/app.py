@@ -51,7 +51,7 @@ ROUTES: list[Route] = [
     Route("GET", "/api/usage/summary", usage.workspace_summary, workspace=True),
     Route("GET", "/api/issues/{issue_id}/usage", usage.issue_usage),
     # Ingest (docs/api.md: ingest)
-    Route("POST", "/api/daemon/register", daemon.register, daemon.RegisterBody),
+    Route("POST", "/api/daemon/register", daemon.register, daemon.RegisterBody, (403,)),
     Route("POST", "/api/daemon/tasks/{task_id}/usage", daemon.task_usage, ingest.DaemonUsageBody),
     Route("POST", "/api/usage/batch", ingest.batch_usage, ingest.BatchBody, workspace=True),
     # Prices (cost of usage)
@@ -66,9 +66,14 @@ ROUTES: list[Route] = [
     Route(
         "POST", "/api/workspaces", workspaces.create_workspace, workspaces.WorkspaceIn, (403, 409)
     ),
-    Route("GET", "/api/members", workspaces.list_members, workspace=True),
+    Route("GET", "/api/members", workspaces.list_members, errors=(403,), workspace=True),
     Route(
-        "PUT", "/api/members", workspaces.put_member, workspaces.MemberIn, (403,), workspace=True
+        "PUT",
+        "/api/members",
+        workspaces.put_member,
+        workspaces.MemberIn,
+        (403, 409),
+        workspace=True,
     ),
     Route(
         "DELETE",

@@ -12,7 +12,7 @@ from usagemeter.auth import CallerDep, workspace_access
 from usagemeter.db import many, one, queries
 from usagemeter.ingest import DaemonUsageBody, parse_usage, write_usage
 from usagemeter.tasks import task_for_caller
-from usagemeter.web import Conn, Label, bad_request, is_zone, parse_model, parse_uuid
+from usagemeter.web import ApiError, Conn, Label, bad_request, is_zone, parse_model, parse_uuid
 
 Q = queries(__file__)
 MAX_DAEMON_ENTRIES = 1000
@@ -83,11 +83,11 @@ async def register(request: Request, caller: CallerDep, conn: Conn) -> dict[str,
                 "set_owner": caller.user_id is not None,
             }
             row = await one(conn, Q.upsert_runtime, params)
-            assert row is not None
+            if row is None:
+                raise ApiError(403, "this daemon's runtime belongs to another user")
             if legacy:
-                await conn.execute(
-                    Q.merge_legacy_runtimes, {"runtime_id": row["id"], "legacy_ids": legacy}
-                )
+                merge = {"runtime_id": row["id"], "legacy_ids": legacy, "owner_id": caller.user_id}
+                await conn.execute(Q.merge_legacy_runtimes, merge)
             runtimes.append(row["id"])
         rendered = await many(conn, Q.runtimes_json, {"ids": runtimes})
     return {"runtimes": [r["runtime"] for r in rendered]}

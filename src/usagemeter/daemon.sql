@@ -1,6 +1,8 @@
 -- name: upsert_runtime
 -- INVARIANT: timezone is written only when the row is created, so a reconnecting daemon
--- never overrides a zone the user PATCHed. A daemon token leaves the owner unchanged.
+-- never overrides a zone the user PATCHed. A personal access token updates only a runtime
+-- it owns or one without an owner (which it claims); a daemon token refreshes any runtime
+-- of its workspace and never changes an owner. No row: the runtime is someone else's.
 INSERT INTO agent_runtime AS r (workspace_id, daemon_id, provider, name, runtime_mode, status,
                                 device_info, metadata, owner_id, last_seen_at, timezone)
 VALUES (%(workspace_id)s, %(daemon_id)s, %(provider)s, %(name)s, 'local', %(status)s,
@@ -13,10 +15,11 @@ SET name = excluded.name,
     owner_id = CASE WHEN %(set_owner)s THEN excluded.owner_id ELSE r.owner_id END,
     last_seen_at = now(),
     updated_at = now()
+WHERE NOT %(set_owner)s OR r.owner_id IS NULL OR r.owner_id = excluded.owner_id
 RETURNING r.id;
 
 -- name: merge_legacy_runtimes
-SELECT merge_legacy_runtimes(%(runtime_id)s, %(legacy_ids)s) AS merged;
+SELECT merge_legacy_runtimes(%(runtime_id)s, %(legacy_ids)s, %(owner_id)s) AS merged;
 
 -- name: runtimes_json
 -- The runtimes of %(ids)s as AgentRuntime JSON, in the order given.

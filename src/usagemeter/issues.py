@@ -20,9 +20,9 @@ class IssueIn(BaseModel):
     title: Title
 
 
-async def issue_for_caller(conn: AConn, caller: Caller, issue_id: UUID) -> None:
-    """404 `issue not found` unless the caller may see the issue's workspace."""
-    await visible(conn, Q.issue_access, {**caller.params, "id": issue_id}, "issue")
+async def issue_for_caller(conn: AConn, caller: Caller, issue_id: UUID) -> Row:
+    """The issue (with its workspace); 404 `issue not found` unless the caller may see it."""
+    return await visible(conn, Q.issue_access, {**caller.params, "id": issue_id}, "issue")
 
 
 async def list_issues(request: Request, caller: CallerDep, conn: Conn) -> list[Row]:

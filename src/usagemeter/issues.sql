@@ -16,7 +16,8 @@ SELECT %(workspace_id)s, %(title)s, n.last_number FROM n
 RETURNING id, workspace_id, title, number, rfc3339(created_at) AS created_at;
 
 -- name: issue_access
-SELECT i.id, caller_role(i.workspace_id, %(user_id)s, %(daemon_workspace_id)s) AS role
+SELECT i.id, i.workspace_id,
+       caller_role(i.workspace_id, %(user_id)s, %(daemon_workspace_id)s) AS role
 FROM issue i
 WHERE i.id = %(id)s;
 

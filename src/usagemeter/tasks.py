@@ -47,8 +47,13 @@ async def create_task(request: Request, caller: CallerDep, conn: Conn) -> Any:
     agent_id = parse_uuid(body.agent_id, "agent_id")
     issue_id = parse_uuid(body.issue_id, "issue_id") if body.issue_id is not None else None
     ws = await current_workspace(request, caller, conn)
-    if issue_id is not None:
-        await issue_for_caller(conn, caller, issue_id)
+    # An issue of another workspace is not found here, even by a member of both: its
+    # owners could otherwise delete this workspace's tasks with their issue.
+    if (
+        issue_id is not None
+        and (await issue_for_caller(conn, caller, issue_id))["workspace_id"] != ws.id
+    ):
+        raise ApiError(404, "issue not found")
     async with conn.transaction():
         scope = {"agent_id": agent_id, "workspace_id": ws.id}
         agent = await one(conn, Q.agent_for_task, scope)

@@ -15,10 +15,11 @@ from usagemeter.auth import (
     SLUG,
     SLUG_RULE,
     CallerDep,
+    Workspace,
     current_workspace,
     require_user,
 )
-from usagemeter.db import Row, many, one, queries
+from usagemeter.db import AConn, Row, many, one, queries
 from usagemeter.web import (
     ApiError,
     Conn,
@@ -74,6 +75,8 @@ async def create_workspace(request: Request, caller: CallerDep, conn: Conn) -> A
 
 
 async def list_members(request: Request, caller: CallerDep, conn: Conn) -> list[Row]:
+    """The workspace's members with their emails (people only: not a daemon token)."""
+    require_user(caller)
     ws = await current_workspace(request, caller, conn)
     return await many(conn, Q.list_members, {"workspace_id": ws.id, "user_id": None})
 
@@ -91,9 +94,11 @@ async def put_member(request: Request, caller: CallerDep, conn: Conn) -> Any:
     if body.role == "owner" and ws.role != "owner":
         raise ApiError(403, "only owners can make owners")
     async with conn.transaction():
+        await conn.execute(Q.lock_members, {"workspace_id": ws.id})
         user = await one(conn, auth.Q.upsert_user, {"email": body.email, "name": ""})
         assert user is not None
         params = {"workspace_id": ws.id, "user_id": user["id"], "role": body.role}
+        await _owner_change(conn, ws, params, "change an owner's role", "demote")
         await conn.execute(auth.Q.upsert_member, params)
         return await one(conn, Q.list_members, params)
 
@@ -106,14 +111,26 @@ async def delete_member(user_id: str, request: Request, caller: CallerDep, conn:
         raise ApiError(403, "only owners and admins can manage members")
     params = {"workspace_id": ws.id, "user_id": uid}
     async with conn.transaction():
-        row = await one(conn, Q.member_role, params)
-        if row is None:
+        await conn.execute(Q.lock_members, params)
+        if await one(conn, Q.member_role, params) is None:
             raise ApiError(404, "member not found")
-        others = await one(conn, Q.other_owners, params)
-        if row["role"] == "owner" and others and others["n"] == 0:
-            raise ApiError(409, "cannot remove the last owner")
+        await _owner_change(conn, ws, {**params, "role": None}, "remove an owner", "remove")
         await conn.execute(Q.delete_member, params)
     return {"status": "ok"}
+
+
+async def _owner_change(conn: AConn, ws: Workspace, change: Row, act: str, verb: str) -> None:
+    """Refuse a change of a member (its new role; None: removed) that touches an owner
+    unless an owner makes it (403), or that leaves the workspace without one (409). Callers
+    hold lock_members."""
+    row = await one(conn, Q.member_role, change)
+    if row is None or row["role"] != "owner" or change["role"] == "owner":
+        return
+    if ws.role != "owner":
+        raise ApiError(403, f"only owners can {act}")
+    others = await one(conn, Q.other_owners, change)
+    if others and not others["n"]:
+        raise ApiError(409, f"cannot {verb} the last owner")
 
 
 async def get_me(caller: CallerDep, conn: Conn) -> Any:

@@ -25,8 +25,13 @@ ORDER BY m.created_at, u.email COLLATE "C";
 SELECT count(*) AS n FROM member
 WHERE workspace_id = %(workspace_id)s AND role = 'owner' AND user_id <> %(user_id)s;
 
+-- name: lock_members
+-- Membership changes of one workspace take turns (its row locked until commit), so checks
+-- such as "another owner remains" hold when the change commits.
+SELECT 1 FROM workspace WHERE id = %(workspace_id)s FOR UPDATE;
+
 -- name: member_role
-SELECT role FROM member WHERE workspace_id = %(workspace_id)s AND user_id = %(user_id)s FOR UPDATE;
+SELECT role FROM member WHERE workspace_id = %(workspace_id)s AND user_id = %(user_id)s;
 
 -- name: delete_member
 DELETE FROM member WHERE workspace_id = %(workspace_id)s AND user_id = %(user_id)s;

@@ -151,9 +151,11 @@ LANGUAGE sql STABLE AS $$
     END
 $$;
 
--- INVARIANT: only rows of the same workspace and provider merge; agents and tasks move to
--- the new row before the old row is deleted, so its cascade removes nothing.
-CREATE FUNCTION merge_legacy_runtimes(p_runtime_id uuid, p_legacy_ids text[])
+-- INVARIANT: only rows of the same workspace and provider merge, and only those with no
+-- owner or owned by p_owner_id (NULL, a daemon token: ownerless ones only), so no caller
+-- merges away a runtime someone else owns; agents and tasks move to the new row before the
+-- old row is deleted, so its cascade removes nothing.
+CREATE FUNCTION merge_legacy_runtimes(p_runtime_id uuid, p_legacy_ids text[], p_owner_id uuid)
 RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -168,6 +170,7 @@ BEGIN
         WHERE r.workspace_id = v_new.workspace_id
           AND r.provider = v_new.provider
           AND r.id <> p_runtime_id
+          AND (r.owner_id IS NULL OR r.owner_id = p_owner_id)
           AND lower(r.daemon_id) IN (SELECT lower(x) FROM unnest(p_legacy_ids) AS x)
         ORDER BY r.created_at, r.id
         FOR UPDATE

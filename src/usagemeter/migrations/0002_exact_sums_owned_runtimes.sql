@@ -1,4 +1,6 @@
--- Release 0.2.0: token sums that never overflow. The rollup's buckets sum tokens as numeric
+-- Release 0.2.0: token sums that never overflow, and runtimes only their owners merge.
+--
+-- Token sums that never overflow. The rollup's buckets sum tokens as numeric
 -- (a bigint sum overflowed past 9.2e18 and stopped every report of the workspace and every
 -- tick), reports return numeric sums, and the bigint cost shortcut applies only where its
 -- products cannot overflow.
@@ -398,4 +400,42 @@ LANGUAGE sql STABLE AS $$
     FROM part r
     GROUP BY r.date, r.agent_id, r.provider, r.model
     HAVING sum(r.rows) <> 0
+$$;
+
+-- A register merges only runtimes without an owner or owned by its caller.
+DROP FUNCTION merge_legacy_runtimes(uuid, text[]);
+
+-- INVARIANT: only rows of the same workspace and provider merge, and only those with no
+-- owner or owned by p_owner_id (NULL, a daemon token: ownerless ones only), so no caller
+-- merges away a runtime someone else owns; agents and tasks move to the new row before the
+-- old row is deleted, so its cascade removes nothing.
+CREATE FUNCTION merge_legacy_runtimes(p_runtime_id uuid, p_legacy_ids text[], p_owner_id uuid)
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_new agent_runtime%ROWTYPE;
+    v_old record;
+    v_merged integer := 0;
+BEGIN
+    SELECT * INTO STRICT v_new FROM agent_runtime WHERE id = p_runtime_id;
+    FOR v_old IN
+        SELECT r.id, r.daemon_id
+        FROM agent_runtime r
+        WHERE r.workspace_id = v_new.workspace_id
+          AND r.provider = v_new.provider
+          AND r.id <> p_runtime_id
+          AND (r.owner_id IS NULL OR r.owner_id = p_owner_id)
+          AND lower(r.daemon_id) IN (SELECT lower(x) FROM unnest(p_legacy_ids) AS x)
+        ORDER BY r.created_at, r.id
+        FOR UPDATE
+    LOOP
+        UPDATE agent SET runtime_id = p_runtime_id, updated_at = now() WHERE runtime_id = v_old.id;
+        UPDATE agent_task_queue SET runtime_id = p_runtime_id WHERE runtime_id = v_old.id;
+        UPDATE agent_runtime SET legacy_daemon_id = v_old.daemon_id, updated_at = now()
+        WHERE id = p_runtime_id;
+        DELETE FROM agent_runtime WHERE id = v_old.id;
+        v_merged := v_merged + 1;
+    END LOOP;
+    RETURN v_merged;
+END
 $$;
