@@ -6,6 +6,7 @@ Factories insert rows and assert nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -98,12 +99,10 @@ def client(config: Config, db_url: str) -> Iterator[TestClient]:
         yield c
 
 
-@pytest.fixture
-def live_url(config: Config, db_url: str) -> Iterator[str]:
-    """The base URL of a real server (uvicorn in a thread) on the test database."""
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config, db_url), host="127.0.0.1", port=0, log_level="error")
-    )
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """The base URL of a real server (uvicorn in a thread) running app."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -114,6 +113,13 @@ def live_url(config: Config, db_url: str) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@pytest.fixture
+def live_url(config: Config, db_url: str) -> Iterator[str]:
+    """The base URL of a real server on the test database."""
+    with serving(create_app(config, db_url)) as url:
+        yield url
 
 
 class World:

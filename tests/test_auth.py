@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import World, auth
+from usagemeter.app import create_app
 
 
 def test_missing_and_invalid_tokens(client: TestClient, world: World) -> None:
@@ -107,3 +109,19 @@ def test_unknown_routes_and_methods_answer_json(client: TestClient, world: World
     assert client.get("/nope").json() == {"error": "not found"}
     r = client.put("/api/usage/daily", headers=auth(world.token()))
     assert (r.status_code, r.json()) == (405, {"error": "method not allowed"})
+    assert r.headers["allow"] == "GET"
+    r = client.put(f"/api/runtimes/{uuid.uuid4()}")  # two routes share the path
+    assert (r.status_code, r.headers["allow"]) == (405, "DELETE, PATCH")
+
+
+def test_an_unexpected_error_is_json_and_closes_the_connection(config: Any, db_url: str) -> None:
+    app = create_app(config, db_url)
+
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/boom", boom)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/boom")
+    assert (r.status_code, r.json()) == (500, {"error": "internal error"})
+    assert r.headers["connection"] == "close"

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from tests.conftest import auth
-from usagemeter import __version__
+from tests.conftest import World, auth
+from usagemeter import __version__, rollup
 from usagemeter.app import ROUTES
 from usagemeter.cli import app
 from usagemeter.db import Row
@@ -172,3 +178,38 @@ def test_the_cli_refuses_what_the_api_refuses(
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and message in r.output, r.output
     assert db.execute("SELECT count(*) AS n FROM workspace").fetchone() == {"n": 0}
+
+
+def test_rollup_loop_outlives_a_lost_connection(db_url: str, world: World) -> None:
+    usagemeter = Path(sys.executable).with_name("usagemeter")
+    env = {**os.environ, "DATABASE_URL": db_url}
+    loop = subprocess.Popen(
+        [usagemeter, "rollup", "--loop", "--every", "0.1"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ws = world.workspace()
+        rt = world.runtime(ws)
+        agent = world.agent(ws, rt)
+
+        def drained() -> bool:
+            deadline = time.monotonic() + 30
+            while rollup.health(world.db)["queue_depth"] and time.monotonic() < deadline:
+                assert loop.poll() is None, "the loop exited"
+                time.sleep(0.1)
+            return bool(rollup.health(world.db)["queue_depth"] == 0)
+
+        world.usage(world.task(agent, rt))
+        assert drained()  # the loop is connected and ticking
+        world.db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        world.usage(world.task(agent, rt), model="after")
+        assert drained()
+    finally:
+        loop.terminate()
+        _, stderr = loop.communicate(timeout=10)
+    assert "rollup: database unavailable" in stderr and "retrying" in stderr

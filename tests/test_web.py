@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
+import requests
 from fastapi.testclient import TestClient
 
-from tests.conftest import JSON, World, auth
+from tests.conftest import JSON, World, auth, serving
 from usagemeter.app import create_app
 from usagemeter.config import Config
 from usagemeter.db import Row
+from usagemeter.web import Conn
 
 # Everything a client can write, counted: a refused request changes none of it.
 WRITTEN = """
@@ -326,3 +330,134 @@ def test_a_server_refuses_a_huge_body_before_it_is_sent_and_keeps_serving(live_u
             assert other.recv(4096).startswith(b"HTTP/1.1 200")
     assert head.startswith(b"HTTP/1.1 413"), head
     assert b'{"error":"request body larger than 33554432 bytes"}' in head
+
+
+def _app_with_slow_route(db_url: str, **env: str) -> Any:
+    """The application with one more route whose query sleeps 5 seconds."""
+    config = Config.from_env({"DATABASE_URL": "set", "USAGEMETER_TICK_SECONDS": "0", **env})
+    app = create_app(config, db_url)
+
+    async def slow(conn: Conn) -> dict[str, str]:
+        await conn.execute("SELECT pg_sleep(5) -- the slow route")
+        return {"status": "ok"}
+
+    app.add_api_route("/slow", slow)
+    return app
+
+
+def _sleeping(db: psycopg.Connection[Row]) -> int:
+    row = db.execute(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE query LIKE '%%-- the slow route'"
+        " AND state = 'active' AND pid <> pg_backend_pid()"
+    ).fetchone()
+    return int(row["n"]) if row else 0
+
+
+def test_a_statement_over_its_time_is_cancelled_and_answers_503(
+    db_url: str, db: psycopg.Connection[Row]
+) -> None:
+    app = _app_with_slow_route(db_url, USAGEMETER_STATEMENT_TIMEOUT="0.5")
+    with TestClient(app) as c:
+        started = time.monotonic()
+        r = c.get("/slow")
+        assert time.monotonic() - started < 4
+    assert (r.status_code, r.json()) == (503, {"error": "database too slow"})
+    assert r.headers["retry-after"] == "1"
+    assert _sleeping(db) == 0
+
+
+def test_a_client_that_leaves_takes_its_query_with_it(
+    db_url: str, db: psycopg.Connection[Row]
+) -> None:
+    with serving(_app_with_slow_route(db_url)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as leaving:
+            leaving.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            deadline = time.monotonic() + 3
+            while not _sleeping(db) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _sleeping(db) == 1
+        deadline = time.monotonic() + 2  # well before the 5 s the query would take
+        while _sleeping(db) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _sleeping(db) == 0
+
+
+def test_slow_uploads_hold_no_connection_and_time_out(db_url: str, scene: dict[str, Any]) -> None:
+    # Ten clients trickle their bodies into a server with one database connection; the
+    # others are served meanwhile, and the trickling ones get 408 once their time is up.
+    env = {"DATABASE_URL": "set", "USAGEMETER_TICK_SECONDS": "0"}
+    env |= {"USAGEMETER_POOL_SIZE": "1", "USAGEMETER_BODY_TIMEOUT": "1.5"}
+    with serving(create_app(Config.from_env(env), db_url)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        head = (
+            f"POST /api/issues HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {scene['token']}\r\n"
+            "X-Workspace-Slug: acme\r\nContent-Type: application/json\r\n"
+            "Content-Length: 100\r\n\r\n{"
+        ).encode()
+        slow = [socket.create_connection((host, int(port)), timeout=10) for _ in range(10)]
+        for s in slow:
+            s.sendall(head)
+        started = time.monotonic()
+        r = requests.get(f"{url}/api/runtimes", headers=auth(scene["token"], "acme"), timeout=5)
+        assert r.status_code == 200 and time.monotonic() - started < 1
+        for s in slow:
+            s.sendall(b" ")
+            answer = s.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+            assert b'{"error":"request body not received within 1.5 seconds"}' in answer
+            s.close()
+
+
+def test_a_deadlocked_write_is_retried_not_500(
+    client: TestClient, world: World, db_url: str
+) -> None:
+    # Two writers lock the same two tasks in opposite orders; one loses the deadlock and
+    # its request runs again: both answer 200.
+    token = world.token()
+    ws = world.workspace()
+    rt = world.runtime(ws)
+    agent = world.agent(ws, rt)
+    # The writer locks its tasks in id order: t1, then t2.
+    t1, t2 = (str(t) for t in sorted([world.task(agent, rt), world.task(agent, rt)]))
+    holder = psycopg.connect(db_url, autocommit=False)
+    holder.execute("SET deadlock_timeout = '10s'")  # the writer finds the deadlock: its victim
+    holder.execute("SELECT 1 FROM agent_task_queue WHERE id = %s FOR UPDATE", (t2,))
+    results: list[int] = []
+
+    def write() -> None:  # locks t1, then waits for t2 (held above)
+        body = {"usage": [{"task_id": t, "model": "m", "input_tokens": 1} for t in (t1, t2)]}
+        r = client.post("/api/usage/batch", headers=auth(token, "acme"), json=body)
+        results.append(r.status_code)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    time.sleep(0.5)
+    # The holder now asks for t1, which the writer holds: the writer's transaction is rolled
+    # back, the holder gets t1 and lets go of both; the writer's request runs again.
+    holder.execute("SELECT 1 FROM agent_task_queue WHERE id = %s FOR UPDATE", (t1,))
+    holder.rollback()
+    holder.close()
+    writer.join(10)
+    assert results == [200]
+    assert world.db.execute("SELECT count(*) AS n FROM task_usage").fetchone() == {"n": 2}
+
+
+def test_a_database_that_is_gone_answers_503_at_once(
+    db_url: str, scene: dict[str, Any], admin: psycopg.Connection[Row]
+) -> None:
+    env = {"DATABASE_URL": "set", "USAGEMETER_TICK_SECONDS": "0"}
+    with TestClient(create_app(Config.from_env(env), db_url)) as c:
+        h = auth(scene["token"], "acme")
+        assert c.get("/api/runtimes", headers=h).status_code == 200
+        name = db_url.split("dbname=")[-1].split()[0]
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        r = c.get("/api/runtimes", headers=h)
+        assert (r.status_code, r.json()) == (503, {"error": "database unavailable"})
+        assert r.headers["retry-after"] == "1"
+        deadline = time.monotonic() + 5  # and it is back as soon as the database is
+        while c.get("/api/runtimes", headers=h).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)

@@ -116,7 +116,8 @@ def test_two_owners_removing_each_other_at_once_leave_one(live_url: str, world: 
             t.start()
         for t in threads:
             t.join()
-        assert sorted(results) == [200, 409]
+        # The second either finds its caller gone (404) or no other owner left (409).
+        assert sorted(results) in ([200, 404], [200, 409])
         left = world.db.execute(
             "SELECT count(*) AS n FROM member WHERE workspace_id = %s AND role = 'owner'", (ws,)
         ).fetchone()

@@ -27,7 +27,7 @@ from usagemeter.config import Config
 from usagemeter.db import make_pool
 from usagemeter.openapi import Route, describe_api
 from usagemeter.rollup import tick_loop
-from usagemeter.web import Guard, install_error_handlers
+from usagemeter.web import Guard, install_error_handlers, retrying
 
 
 async def healthz() -> dict[str, str]:
@@ -96,7 +96,7 @@ ROUTES: list[Route] = [
     Route("POST", "/api/tasks/{task_id}/fail", tasks.fail_task, errors=(409,)),
     # Operations
     Route("GET", "/healthz", healthz),
-    Route("GET", "/metrics", metrics.metrics),
+    Route("GET", "/metrics", metrics.metrics, errors=(401,)),
 ]
 
 
@@ -105,7 +105,7 @@ def create_app(cfg: Config, database_url: str) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = make_pool(database_url, cfg.pool_size)
+        pool = make_pool(database_url, cfg.pool_size, cfg.statement_timeout)
         await pool.open(wait=True)
         app.state.pool = pool
         ticks = (
@@ -126,12 +126,15 @@ def create_app(cfg: Config, database_url: str) -> FastAPI:
     app.state.config = cfg
     app.state.zones = set()  # zones this process has registered with the rollup
     app.state.runtime_zones = set()  # (runtime, zone) pairs it has asked day buckets in
-    install_error_handlers(app, cfg.max_body)
+    install_error_handlers(app)
     app.add_middleware(metrics.Measure)
-    app.add_middleware(Guard, max_body=cfg.max_body)
+    app.add_middleware(Guard, max_body=cfg.max_body, body_timeout=cfg.body_timeout)
     for route in ROUTES:
         app.add_api_route(
-            route.path, route.handler, methods=[route.method], summary=_summary(route.handler)
+            route.path,
+            retrying(route.handler),
+            methods=[route.method],
+            summary=_summary(route.handler),
         )
     app.openapi = lambda: describe_api(app, ROUTES)  # type: ignore[method-assign]
     return app

@@ -335,13 +335,19 @@ def rollup_cmd(
     if every <= 0:
         raise typer.BadParameter("must be greater than 0", param_hint="--every")
     url = _ready_url(Config.from_env())
-    with connect(url) as conn:
-        if not loop:
+    if not loop:
+        with connect(url) as conn:
             done = rollup.drain(conn)
-            print(f"rollup up to date ({done} changes folded, days re-cut or runtimes rebuilt)")
-            return
-        while True:
-            rollup.tick(conn)
+        print(f"rollup up to date ({done} changes folded, days re-cut or runtimes rebuilt)")
+        return
+    while True:  # a lost connection (a restart, an outage) is retried, never the end
+        try:
+            with connect(url) as conn:
+                while True:
+                    rollup.tick(conn)
+                    time.sleep(every)
+        except psycopg.OperationalError as e:
+            err.print(f"rollup: database unavailable ({str(e).strip()}); retrying")
             time.sleep(every)
 
 

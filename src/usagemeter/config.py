@@ -48,6 +48,21 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest request body in bytes; a larger one is refused with 413 before it is read.",
     ),
     Setting(
+        "USAGEMETER_BODY_TIMEOUT",
+        "60",
+        "Seconds a request body may take to arrive; a slower one is refused with 408.",
+    ),
+    Setting(
+        "USAGEMETER_STATEMENT_TIMEOUT",
+        "30",
+        "Seconds one database statement of a request may run; a longer one is cancelled (503).",
+    ),
+    Setting(
+        "USAGEMETER_METRICS_TOKEN",
+        "",
+        "Bearer token /metrics requires when set (empty: /metrics is open, as scrapers expect).",
+    ),
+    Setting(
         "USAGE_DAILY_ROLLUP_ENABLED",
         "true",
         "Serve usage reports from the rollup (`false`: scan task_usage; same answers).",
@@ -77,6 +92,9 @@ class Config:
     pool_size: int
     batch_max: int
     max_body: int
+    body_timeout: float
+    statement_timeout: float
+    metrics_token: str
     rollup_enabled: bool
     tick_seconds: float
 
@@ -94,6 +112,9 @@ class Config:
                 pool_size=int(v["USAGEMETER_POOL_SIZE"]),
                 batch_max=int(v["USAGEMETER_BATCH_MAX"]),
                 max_body=int(v["USAGEMETER_MAX_BODY"]),
+                body_timeout=float(v["USAGEMETER_BODY_TIMEOUT"]),
+                statement_timeout=float(v["USAGEMETER_STATEMENT_TIMEOUT"]),
+                metrics_token=v["USAGEMETER_METRICS_TOKEN"],
                 rollup_enabled=_flag(v["USAGE_DAILY_ROLLUP_ENABLED"]),
                 tick_seconds=float(v["USAGEMETER_TICK_SECONDS"]),
             )
@@ -103,5 +124,10 @@ class Config:
             raise SystemExit(
                 "invalid setting: USAGEMETER_POOL_SIZE, USAGEMETER_BATCH_MAX and"
                 " USAGEMETER_MAX_BODY must be at least 1, USAGEMETER_TICK_SECONDS at least 0"
+            )
+        if min(cfg.body_timeout, cfg.statement_timeout) <= 0:
+            raise SystemExit(
+                "invalid setting: USAGEMETER_BODY_TIMEOUT and USAGEMETER_STATEMENT_TIMEOUT"
+                " must be above 0"
             )
         return cfg

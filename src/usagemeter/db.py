@@ -73,17 +73,21 @@ def connect(url: str) -> psycopg.Connection[Row]:
     return conn
 
 
-async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
-    await conn.execute(_SESSION)
+def make_pool(
+    url: str, max_size: int, statement_timeout: float
+) -> AsyncConnectionPool[psycopg.AsyncConnection[Row]]:
+    """The server's connection pool (opened by the caller): no statement runs longer than
+    statement_timeout seconds."""
+    session = f"{_SESSION}; SET statement_timeout = {int(statement_timeout * 1000)}"
 
+    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(session)
 
-def make_pool(url: str, max_size: int) -> AsyncConnectionPool[psycopg.AsyncConnection[Row]]:
-    """The server's connection pool (opened by the caller)."""
     return AsyncConnectionPool(
         url,
         min_size=1,
         max_size=max_size,
         kwargs={"autocommit": True, "row_factory": dict_row},
-        configure=_configure,
+        configure=configure,
         open=False,
     )

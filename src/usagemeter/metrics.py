@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
 import time
+from typing import Annotated
 
-from fastapi import Response
+from fastapi import Depends, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -17,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from usagemeter import rollup
 from usagemeter.db import one
-from usagemeter.web import Conn
+from usagemeter.web import ApiError, Conn
 
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter(
@@ -98,8 +100,18 @@ class Measure:
             REQUESTS.labels(scope["method"], route, status).inc()
 
 
-async def metrics(conn: Conn) -> Response:
-    """Prometheus text exposition."""
+def scraper(request: Request) -> None:
+    """When USAGEMETER_METRICS_TOKEN is set, /metrics needs it as a bearer token (checked
+    before a database connection is taken)."""
+    token = request.app.state.config.metrics_token
+    sent = request.headers.get("authorization")
+    if token and not hmac.compare_digest((sent or "").encode(), f"Bearer {token}".encode()):
+        raise ApiError(401, "invalid token" if sent else "missing authorization")
+
+
+async def metrics(_: Annotated[None, Depends(scraper)], conn: Conn) -> Response:
+    """Prometheus text exposition: request counts and latencies per route and the rollup's
+    health, nothing per workspace. Open unless USAGEMETER_METRICS_TOKEN is set."""
     row = await one(conn, rollup.Q.health)
     for key, gauge in ROLLUP.items():
         gauge.set(float((row or {}).get(key) or 0))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import inspect
 import json
 import re
 import zoneinfo
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import date
 from decimal import Decimal
 from math import isfinite
@@ -18,6 +22,7 @@ import simplejson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from psycopg import postgres
 from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
@@ -246,10 +251,19 @@ def error_response(status: int, message: str) -> JSONResponse:
 
 
 def too_large(max_body: int) -> JSONResponse:
+    """The answer to a body over the limit."""
     return error_response(413, f"request body larger than {max_body} bytes")
 
 
-def install_error_handlers(app: FastAPI, max_body: int) -> None:
+def _allowed(app: FastAPI, path: str) -> list[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(path):
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
+def install_error_handlers(app: FastAPI) -> None:
     """Every error body is `{"error": ...}`; validation never answers 422."""
 
     async def api_error(_: Request, exc: Exception) -> JSONResponse:
@@ -259,36 +273,49 @@ def install_error_handlers(app: FastAPI, max_body: int) -> None:
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         return error_response(400, "invalid request")
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        return error_response(exc.status_code, str(exc.detail).lower())
-
-    async def body_too_large(_: Request, exc: Exception) -> JSONResponse:
-        return too_large(max_body)
+        response = error_response(exc.status_code, str(exc.detail).lower())
+        if exc.status_code == 405:  # every method of the path, not only one route's
+            response.headers["Allow"] = ", ".join(_allowed(app, request.url.path))
+        return response
 
     async def internal_error(_: Request, exc: Exception) -> JSONResponse:
-        # Starlette re-raises after this answer, so the server logs the traceback once.
-        return error_response(500, "internal error")
+        # Starlette re-raises after this answer, so the server logs the traceback once, and
+        # the server then drops the connection: say so, or the client's next request on it
+        # fails too.
+        response = error_response(500, "internal error")
+        response.headers["Connection"] = "close"
+        return response
+
+    async def database_error(_: Request, exc: Exception) -> JSONResponse:
+        # Down, restarting, out of connections, or a statement over its time: try again.
+        slow = isinstance(exc, psycopg.errors.QueryCanceled)
+        response = error_response(503, "database too slow" if slow else "database unavailable")
+        response.headers["Retry-After"] = "1"
+        return response
 
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(psycopg.OperationalError, database_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(BodyTooLarge, body_too_large)
     app.add_exception_handler(Exception, internal_error)
 
 
-class BodyTooLarge(Exception):
-    """A request body grew past the limit while it was read."""
-
-
 class Guard:
-    """Refuses what no route may see, before the application reads anything: a body over
-    `max_body` bytes (413, by its Content-Length, or as soon as a body without one grows
-    past it) and a query string with a NUL character (400)."""
+    """What every request goes through before the application sees it:
+    - a query string with a NUL character is 400;
+    - the body is read whole first, so no database connection waits on a slow client: over
+      `max_body` bytes it is 413 (by its Content-Length before a byte is read, or as soon as
+      a body sent without one grows past it), not all there within `body_timeout` seconds
+      408;
+    - the application runs until it has answered or the client goes away, whichever comes
+      first: a request whose client left is cancelled, and with it its database query."""
 
-    def __init__(self, app: ASGIApp, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, max_body: int, body_timeout: float) -> None:
         self.app = app
         self.max_body = max_body
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -301,17 +328,58 @@ class Guard:
         if b"%00" in scope["query_string"]:
             await error_response(400, "invalid query string: NUL character")(scope, receive, send)
             return
-        read = 0
+        try:
+            body = await asyncio.wait_for(self._body(receive), self.body_timeout)
+        except TimeoutError:
+            message = f"request body not received within {self.body_timeout:g} seconds"
+            await error_response(408, message)(scope, receive, send)
+            return
+        if body is None:
+            await too_large(self.max_body)(scope, receive, send)
+            return
+        await self._run(scope, body, receive, send)
 
-        async def limited() -> Message:
-            nonlocal read
+    async def _body(self, receive: Receive) -> bytes | None:
+        """The whole body, or None when it grows past max_body (or the client left)."""
+        chunks, size = [], 0
+        while True:
             message = await receive()
-            read += len(message.get("body", b""))
-            if read > self.max_body:
-                raise BodyTooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body:
+                return None
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
-        await self.app(scope, limited, send)
+    async def _run(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
+        gone = asyncio.Event()
+        given = False
+
+        async def replay() -> Message:
+            nonlocal given
+            if not given:
+                given = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        app = asyncio.ensure_future(self.app(scope, replay, send))
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await asyncio.wait({app, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+            if not app.done():  # the client left: stop its work (psycopg cancels the query)
+                app.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await app
 
 
 async def connection(request: Request) -> AsyncIterator[AConn]:
@@ -321,6 +389,29 @@ async def connection(request: Request) -> AsyncIterator[AConn]:
 
 
 Conn = Annotated[AConn, Depends(connection)]
+
+
+_RETRIED = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+
+def retrying(handler: Callable[..., Awaitable[Any]], attempts: int = 4) -> Callable[..., Any]:
+    """The handler, run again when its transaction lost a deadlock or a serialization
+    conflict (rolled back, so nothing of it was written; its body is read once and kept)."""
+
+    @functools.wraps(handler)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(attempts):
+            try:
+                return await handler(*args, **kwargs)
+            except _RETRIED:
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.005 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    # FastAPI reads the handler's parameters; resolve their names where the handler is.
+    run.__signature__ = inspect.signature(handler, eval_str=True)  # type: ignore[attr-defined]
+    return run
 
 
 def rollup_enabled(request: Request) -> bool:
