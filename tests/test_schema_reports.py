@@ -26,7 +26,7 @@ from tests.scene import (
 from usagemeter import rollup, usage
 from usagemeter.app import create_app
 from usagemeter.config import Config
-from usagemeter.db import Row
+from usagemeter.db import Row, connect
 
 
 @pytest.fixture
@@ -295,3 +295,47 @@ def test_every_report_route_answers_the_same_with_the_rollup_off(
     ]
     with TestClient(create_app(config, db_url)) as c:
         assert [c.get(u, headers=h).text for u in urls] == bodies[False]
+
+
+def test_a_report_reads_the_task_count_corrections_of_its_own_scope_only(
+    world: World, db: psycopg.Connection[Row], db_url: str
+) -> None:
+    # Workspace beta: one task reporting 5,000 models under two providers each (5,000 pairs
+    # to correct). acme's reports never read them, folded or not, and count exactly.
+    def one_task(slug: str, models: int) -> Any:
+        ws = world.workspace(slug)
+        rt = world.runtime(ws)
+        task = world.task(world.agent(ws, rt), rt)
+        db.execute(
+            "INSERT INTO task_usage (task_id, provider, model, input_tokens)"
+            " SELECT %s, p, 'm' || i, 1 FROM generate_series(1, %s) i, unnest('{a,b}'::text[]) p",
+            (task, models),
+        )
+        return ws, rt
+
+    acme, acme_rt = one_task("acme", 1)
+    one_task("beta", 5000)
+    reads = [
+        (usage.Q.workspace_daily, {"workspace_id": acme}),
+        (usage.Q.runtime_usage_by_agent, {"runtime_id": acme_rt}),
+    ]
+    for folded in (False, True):
+        if folded:
+            rollup.drain(db, 100_000)
+            db.execute("ANALYZE usage_multi_provider")
+            assert db.execute("SELECT count(*) AS n FROM usage_multi_provider").fetchone() == {
+                "n": 5001
+            }
+        for sql, scope in reads:
+            params = {**scope, "days": 7, "tz": "UTC", "rollup": True}
+            # A connection of its own: a backend's counts of earlier transactions may still
+            # be pending in pg_stat_xact_user_tables.
+            with connect(db_url) as reader, reader.transaction():
+                rows = reader.execute(sql, params).fetchall()
+                read = reader.execute(
+                    "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) AS n"
+                    " FROM pg_stat_xact_user_tables WHERE relname = 'usage_multi_provider'"
+                ).fetchone()
+            assert read is not None and read["n"] <= 1, (folded, sql[:40], read)
+            assert [r["task_count"] for r in rows] == [1]
+            assert rows == db.execute(sql, {**params, "rollup": False}).fetchall()

@@ -312,3 +312,41 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
             " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, z.zone) g ORDER BY 1, g.zone, 2, 3, 4, 5, 6, 7, 8"
         ).fetchall()
     )
+
+
+def test_a_workspace_whose_rows_fail_to_fold_is_held_and_the_others_fold(
+    world: World, db: psycopg.Connection[Row]
+) -> None:
+    # Whatever makes one workspace's deltas fail to fold (here a trigger standing in for a
+    # bug or a corrupt row), every other workspace's keep folding; the held ones stay
+    # counted by reads, and fold once released.
+    scopes = {}
+    for slug in ("broken", "fine"):
+        ws = world.workspace(slug)
+        rt = world.runtime(ws)
+        world.usage(world.task(world.agent(ws, rt), rt))
+        scopes[slug] = (ws, rt)
+    broken = scopes["broken"][0]
+    db.execute(
+        "CREATE FUNCTION fail_broken() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        f" IF NEW.workspace_id = '{broken}' THEN RAISE EXCEPTION 'cannot fold this'; END IF;"
+        " RETURN NEW; END $$"
+    )
+    db.execute(
+        "CREATE TRIGGER fail_broken BEFORE INSERT OR UPDATE ON usage_rollup"
+        " FOR EACH ROW EXECUTE FUNCTION fail_broken()"
+    )
+    assert rollup.drain(db) == 1  # the fine workspace's one delta
+    state = rollup.health(db)
+    assert (state["queue_depth"], state["held"]) == (1, 1)
+    assert state["last_error"] == f"workspace {broken}: cannot fold this"
+    for _, rt in scopes.values():
+        assert runtime_report(db, rt, True) == runtime_report(db, rt, False) != []
+    world.usage(world.task(world.agent(*scopes["fine"]), scopes["fine"][1]), model="later")
+    assert rollup.drain(db) == 1  # later deltas fold past the held one
+    db.execute("DROP TRIGGER fail_broken ON usage_rollup")
+    assert rollup.retry_held(db) == 1
+    rollup.drain(db)
+    assert rollup.health(db)["queue_depth"] == 0
+    for _, rt in scopes.values():
+        assert runtime_report(db, rt, True) == runtime_report(db, rt, False) != []

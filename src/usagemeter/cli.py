@@ -309,6 +309,13 @@ def status() -> None:
         last = state["last_tick_at"]
         ago = f"{state['oldest_pending_seconds']:.1f} s" if state["queue_depth"] else "-"
         table.add_row("rollup queue", f"{state['queue_depth']} changes, oldest {ago}")
+        if state["held"] or state["last_error"]:
+            table.add_row(
+                "rollup held",
+                f"{state['held']} changes a tick could not fold (reads stay exact); last"
+                f" error: {state['last_error'] or 'none'}. Fix it, then `usagemeter rollup"
+                " --retry-held`.",
+            )
         table.add_row(
             "rollup last tick",
             "never"
@@ -330,11 +337,17 @@ def status() -> None:
 def rollup_cmd(
     loop: Annotated[bool, typer.Option("--loop", help="Keep ticking until interrupted.")] = False,
     every: Annotated[float, typer.Option(help="Seconds between ticks with --loop.")] = 2.0,
+    retry_held: Annotated[
+        bool, typer.Option("--retry-held", help="First release the changes a tick held.")
+    ] = False,
 ) -> None:
     """Fold queued usage changes into the rollup (one tick, or --loop)."""
     if every <= 0:
         raise typer.BadParameter("must be greater than 0", param_hint="--every")
     url = _ready_url(Config.from_env())
+    if retry_held:
+        with connect(url) as conn:
+            print(f"released {rollup.retry_held(conn)} held changes")
     if not loop:
         with connect(url) as conn:
             done = rollup.drain(conn)

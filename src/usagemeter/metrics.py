@@ -46,6 +46,12 @@ ROLLUP = {
     "queue_depth": Gauge(
         "usagemeter_rollup_queue_depth", "Usage changes queued for the rollup.", registry=REGISTRY
     ),
+    "held": Gauge(
+        "usagemeter_rollup_held",
+        "Queued changes a tick could not fold and holds (see `usagemeter status`); reads"
+        " stay exact.",
+        registry=REGISTRY,
+    ),
     "oldest_pending_seconds": Gauge(
         "usagemeter_rollup_oldest_pending_seconds",
         "Age of the oldest queued change (reads stay exact; they do more raw work).",

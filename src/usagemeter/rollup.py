@@ -28,7 +28,8 @@ def tick(conn: psycopg.Connection[Row], limit: int = TICK_LIMIT) -> int | None:
 
 
 def drain(conn: psycopg.Connection[Row], limit: int = TICK_LIMIT) -> int:
-    """Tick until the queue and any rebuild are done; the work done, as tick() counts it."""
+    """Tick until the queue (but held deltas) and any rebuild are done; the work done, as
+    tick() counts it."""
     total = 0
     while True:
         done = tick(conn, limit)
@@ -37,10 +38,17 @@ def drain(conn: psycopg.Connection[Row], limit: int = TICK_LIMIT) -> int:
             continue
         total += done
         state = health(conn)
-        if not any(
-            state[k] for k in ("queue_depth", "rebuild_keys", "offsets_building", "zones_building")
+        if state["queue_depth"] == state["held"] and not any(
+            state[k] for k in ("rebuild_keys", "offsets_building", "zones_building")
         ):
             return total
+
+
+def retry_held(conn: psycopg.Connection[Row]) -> int:
+    """Release the deltas a tick held (after what failed them is fixed); how many."""
+    row = conn.execute(Q.retry_held).fetchone()
+    assert row is not None
+    return int(row["released"])
 
 
 def health(conn: psycopg.Connection[Row]) -> Row:

@@ -1,4 +1,4 @@
--- The rollup's operations (its tables and functions: migrations 0010 on).
+-- The rollup's operations (its tables and functions: schema/buckets.sql, schema/tick.sql).
 
 -- name: tick
 -- One tick: NULL when another tick holds the lock, else the changes folded plus the
@@ -8,14 +8,19 @@ SELECT rollup(%(limit)s) AS done;
 -- name: health
 -- Cheap enough for every scrape: the queues are small, the rollup is not counted.
 SELECT (SELECT count(*) FROM usage_dirty) AS queue_depth,
+       (SELECT count(*) FROM usage_dirty WHERE held) AS held,
        coalesce(extract(epoch FROM now() - (SELECT min(queued_at) FROM usage_dirty)), 0)
            AS oldest_pending_seconds,
        (SELECT count(*) FROM usage_rebuild) AS rebuild_keys,
        (SELECT count(*) FROM usage_offset WHERE state <> 'ready') AS offsets_building,
        (SELECT count(*) FROM usage_offset) AS offsets,
        (SELECT count(*) FROM usage_day_zone WHERE NOT ready) AS zones_building,
-       s.ticks, extract(epoch FROM s.last_tick_at) AS last_tick_at, s.last_keys
+       s.ticks, extract(epoch FROM s.last_tick_at) AS last_tick_at, s.last_keys,
+       s.last_error, extract(epoch FROM s.last_error_at) AS last_error_at
 FROM rollup_state s;
+
+-- name: retry_held
+SELECT rollup_retry_held() AS released;
 
 -- name: backfill_keys
 -- The (runtime, UTC day) keys with usage, segments or day buckets from p_from to p_to (UTC

@@ -1,4 +1,6 @@
--- Release 0.2.0: token sums that never overflow, and runtimes only their owners merge.
+-- Release 0.2.0: token sums that never overflow, runtimes only their owners merge, reports
+-- that read their own scope's task-count corrections only, a tick that one workspace's
+-- rows cannot stop.
 --
 -- Token sums that never overflow. The rollup's buckets sum tokens as numeric
 -- (a bigint sum overflowed past 9.2e18 and stopped every report of the workspace and every
@@ -191,6 +193,24 @@ LANGUAGE sql STABLE AS $$
     GROUP BY 1, 2, 3, 4, 5
 $$;
 
+-- The (task, model) pairs usage_multi_provider lists in a runtime's (else a workspace's)
+-- scope. Planned for its arguments on every call: a generic plan counts on the table's
+-- share of an average scope and scanned every tenant's pairs for a small one.
+CREATE FUNCTION multi_provider_pairs(p_runtime_id uuid, p_workspace_id uuid)
+RETURNS TABLE (task_id uuid, model text)
+LANGUAGE plpgsql STABLE ROWS 10
+SET plan_cache_mode = force_custom_plan AS $$
+BEGIN
+    IF p_runtime_id IS NOT NULL THEN
+        RETURN QUERY SELECT m.task_id, m.model FROM usage_multi_provider m
+                     WHERE m.runtime_id = p_runtime_id;
+    ELSE
+        RETURN QUERY SELECT m.task_id, m.model FROM usage_multi_provider m
+                     WHERE m.workspace_id = p_workspace_id;
+    END IF;
+END
+$$;
+
 -- Usage since p_since of one runtime, else one workspace, as usage_report_raw has it (no
 -- hours), from the rollup. Spans, each read from one source, plus the deltas still queued
 -- in the spans that buckets serve:
@@ -210,7 +230,8 @@ $$;
 -- task_count (with p_count_tasks, which requires p_by_model): every usage row counts as a
 -- task (one row per task, provider and model). The rows of (task, model) pairs reported
 -- under several providers are corrected per group: -1 each, +1 per distinct task. The
--- pairs are those usage_multi_provider lists plus those among rows not folded yet.
+-- pairs are those usage_multi_provider lists in the report's scope plus those among rows
+-- not folded yet, so the correction's cost depends on the scope's own pairs only.
 CREATE FUNCTION usage_report_rollup(p_since timestamptz, p_tz text,
                                                p_runtime_id uuid, p_workspace_id uuid,
                                                p_by_date boolean, p_by_agent boolean,
@@ -337,7 +358,8 @@ LANGUAGE sql STABLE AS $$
                CASE WHEN p_by_provider THEN u.provider END AS provider,
                CASE WHEN p_by_model THEN u.model END AS model,
                count(DISTINCT u.task_id) - count(*) AS tasks
-        FROM (SELECT m.task_id, m.model FROM usage_multi_provider m
+        FROM (SELECT m.task_id, m.model FROM multi_provider_pairs(p_runtime_id, p_workspace_id) m
+              WHERE p_count_tasks
               UNION
               SELECT s.task_id, s.model FROM src s
               WHERE s.task_id IS NOT NULL AND s.rows > 0
@@ -437,5 +459,215 @@ BEGIN
         v_merged := v_merged + 1;
     END LOOP;
     RETURN v_merged;
+END
+$$;
+
+-- Reports read the task-count corrections (multi-provider pairs) of their own scope only,
+-- and the rows of a (task, model) pair by index whatever the task's size.
+ALTER TABLE task_usage
+    DROP CONSTRAINT task_usage_task_id_provider_model_key,
+    ADD CONSTRAINT task_usage_task_id_model_provider_key UNIQUE (task_id, model, provider);
+
+ALTER TABLE usage_multi_provider ADD COLUMN runtime_id uuid, ADD COLUMN workspace_id uuid;
+
+UPDATE usage_multi_provider m
+SET runtime_id = u.runtime_id, workspace_id = u.workspace_id
+FROM (SELECT DISTINCT ON (task_id) task_id, runtime_id, workspace_id FROM task_usage
+      ORDER BY task_id) u
+WHERE u.task_id = m.task_id;
+
+DELETE FROM usage_multi_provider WHERE runtime_id IS NULL;  -- pairs without rows
+
+ALTER TABLE usage_multi_provider
+    ALTER COLUMN runtime_id SET NOT NULL,
+    ALTER COLUMN workspace_id SET NOT NULL;
+
+CREATE INDEX idx_usage_multi_provider_runtime_id ON usage_multi_provider (runtime_id);
+
+CREATE INDEX idx_usage_multi_provider_workspace_id ON usage_multi_provider (workspace_id);
+
+-- Bring usage_multi_provider up to date for some (task, model) pairs: a pair is listed
+-- while task_usage has it under two or more providers. The tick passes the pairs of the
+-- deltas it folds and a recompute those of its keys' rows: of two rows of a pair, the one
+-- handled last sees the other committed (a read finds pairs among queued deltas itself).
+CREATE OR REPLACE FUNCTION multi_provider_sync(p_task_ids uuid[], p_models text[])
+RETURNS void
+LANGUAGE sql AS $$
+    WITH pair AS (
+        SELECT k.task_id, k.model, o.providers > 1 AS multi, o.runtime_id, o.workspace_id
+        FROM (SELECT DISTINCT * FROM unnest(p_task_ids, p_models)) k(task_id, model)
+        CROSS JOIN LATERAL (
+            -- every row of a task has the task's runtime and workspace
+            SELECT count(DISTINCT o.provider) AS providers,
+                   (array_agg(o.runtime_id))[1] AS runtime_id,
+                   (array_agg(o.workspace_id))[1] AS workspace_id
+            FROM task_usage o
+            WHERE o.task_id = k.task_id AND o.model = k.model
+        ) o
+    ), removed AS (
+        DELETE FROM usage_multi_provider m
+        USING pair p
+        WHERE NOT p.multi AND (m.task_id, m.model) = (p.task_id, p.model)
+    )
+    INSERT INTO usage_multi_provider (task_id, model, runtime_id, workspace_id)
+    SELECT task_id, model, runtime_id, workspace_id FROM pair WHERE multi
+    ON CONFLICT (task_id, model) DO UPDATE
+    SET runtime_id = excluded.runtime_id, workspace_id = excluded.workspace_id
+    WHERE (usage_multi_provider.runtime_id, usage_multi_provider.workspace_id)
+          IS DISTINCT FROM (excluded.runtime_id, excluded.workspace_id);
+$$;
+
+-- A tick folds one workspace at a time when a batch fails, and holds the deltas of a
+-- workspace that still fails (reported in rollup_state) instead of stopping everyone's.
+ALTER TABLE usage_dirty ADD COLUMN held boolean NOT NULL DEFAULT false;
+
+ALTER TABLE rollup_state ADD COLUMN last_error text NULL, ADD COLUMN last_error_at timestamptz NULL;
+
+-- Fold the queued deltas of p_ids into the segments and into the day buckets of every zone
+-- of their runtime, deleting them from the queue; returns how many. Callers hold the
+-- rollup lock.
+CREATE FUNCTION rollup_fold(p_ids bigint[])
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_rows usage_rollup[];
+    v_day_rows usage_day[];
+    v_task_ids uuid[];
+    v_models text[];
+BEGIN
+    WITH batch AS (
+        -- = ANY(...): probes by primary key, never a scan of a queue full of rows deleted
+        -- by earlier ticks and not yet vacuumed.
+        DELETE FROM usage_dirty WHERE id = ANY (p_ids)
+        RETURNING *
+    ), cut AS MATERIALIZED (  -- once, not per row
+        SELECT usage_cuts() AS s
+    ), seg AS (
+        SELECT array_agg(ROW(b.runtime_id, seg_start(b.created_at, cut.s), b.agent_id,
+                             b.provider, b.model, b.cost_usd IS NOT NULL, b.workspace_id,
+                             b.input_tokens, b.output_tokens, b.cache_read_tokens,
+                             b.cache_write_tokens, b.cost_usd, b.rows)::usage_rollup) AS rows,
+               array_agg(b.task_id) AS task_ids, array_agg(b.model) AS models
+        FROM batch b
+        CROSS JOIN cut
+    ), day AS (  -- a row for each zone of the runtime
+        SELECT array_agg(ROW(b.runtime_id, (b.created_at AT TIME ZONE z.zone)::date,
+                             utc_day(b.created_at), b.workspace_id, b.agent_id, b.provider,
+                             b.model, b.cost_usd IS NOT NULL, b.input_tokens, b.output_tokens,
+                             b.cache_read_tokens, b.cache_write_tokens, b.cost_usd, b.rows,
+                             z.zone)::usage_day) AS rows
+        FROM batch b
+        JOIN usage_day_zone z ON z.runtime_id = b.runtime_id
+    )
+    SELECT seg.rows, day.rows, seg.task_ids, seg.models
+    INTO v_rows, v_day_rows, v_task_ids, v_models
+    FROM seg, day;
+    PERFORM rollup_add(v_rows);
+    PERFORM day_add(v_day_rows);
+    PERFORM multi_provider_sync(v_task_ids, v_models);
+    RETURN coalesce(cardinality(v_rows), 0);
+END
+$$;
+
+-- Let ticks fold the held deltas again, once what failed them is fixed; returns how many.
+CREATE FUNCTION rollup_retry_held()
+RETURNS integer
+LANGUAGE sql AS $$
+    WITH released AS (UPDATE usage_dirty SET held = false WHERE held RETURNING 1)
+    SELECT count(*)::integer FROM released;
+$$;
+
+-- One tick: fold up to p_limit queued deltas (oldest first, but held ones) into the segments
+-- and into the day buckets of every zone of their runtime (rollup_fold; if that fails, one
+-- workspace at a time, holding the deltas of a workspace that still fails: one tenant's rows
+-- never stop the others'), re-cut up to p_limit / 100 rebuild keys (a key
+-- is a runtime's UTC day: many rows), advance offset states, build the day buckets of
+-- zones not ready (whole runtimes, until about p_limit usage rows are read), and fold the
+-- activity queue. Returns the deltas folded plus the keys re-cut plus the zones built, or
+-- NULL when another tick holds the lock. At most a million deltas per tick: a batch is held
+-- in arrays, and an array must stay under 1 GB.
+CREATE OR REPLACE FUNCTION rollup(p_limit integer DEFAULT 10000)
+RETURNS integer
+LANGUAGE plpgsql
+-- Its statements' costs are guesses (the batch size is unknown when planned), and JIT
+-- compiling them cost more than running them.
+SET jit = off AS $$
+DECLARE
+    v_ids bigint[];
+    v_workspace_id uuid;
+    v_error text;
+    v_runtime_ids uuid[];
+    v_days date[];
+    v_zone usage_day_zone;
+    v_read bigint := 0;
+    v_done integer := 0;
+BEGIN
+    IF NOT rollup_lock(false) THEN
+        RETURN NULL;
+    END IF;
+    p_limit := least(p_limit, 1000000);
+
+    v_ids := ARRAY(SELECT id FROM usage_dirty WHERE NOT held ORDER BY id LIMIT p_limit);
+    BEGIN
+        v_done := rollup_fold(v_ids);
+    EXCEPTION WHEN OTHERS THEN
+        FOR v_workspace_id IN SELECT DISTINCT workspace_id FROM usage_dirty
+                              WHERE id = ANY (v_ids) LOOP
+            BEGIN
+                v_done := v_done + rollup_fold(ARRAY(
+                    SELECT id FROM usage_dirty
+                    WHERE id = ANY (v_ids) AND workspace_id = v_workspace_id));
+            EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT;
+                UPDATE usage_dirty SET held = true
+                WHERE id = ANY (v_ids) AND workspace_id = v_workspace_id;
+                UPDATE rollup_state
+                SET last_error = format('workspace %s: %s', v_workspace_id, v_error),
+                    last_error_at = now();
+            END;
+        END LOOP;
+    END;
+
+    WITH batch AS (
+        DELETE FROM usage_rebuild
+        WHERE (runtime_id, day) IN (SELECT runtime_id, day FROM usage_rebuild
+                                    LIMIT greatest(1, p_limit / 100))
+        RETURNING runtime_id, day
+    )
+    SELECT array_agg(runtime_id), array_agg(day) INTO v_runtime_ids, v_days FROM batch;
+    -- Segments only: day buckets do not depend on the offsets.
+    v_done := v_done + coalesce(segment_recompute(v_runtime_ids, v_days), 0);
+
+    IF NOT EXISTS (SELECT FROM usage_rebuild) THEN
+        UPDATE usage_offset SET state = 'ready' WHERE state = 'building';
+        -- Start a round for new offsets: re-cut every key that has segments (deltas still
+        -- queued are cut by every offset when they fold).
+        IF EXISTS (SELECT FROM usage_offset WHERE state = 'new') THEN
+            UPDATE usage_offset SET state = 'building' WHERE state = 'new';
+            INSERT INTO usage_rebuild (runtime_id, day)
+            SELECT DISTINCT runtime_id, utc_day(seg_start) FROM usage_rollup;
+        END IF;
+    END IF;
+
+    -- Build the buckets of zones asked for since (a runtime's new zone, a viewer's), whole
+    -- runtimes, until about p_limit usage rows are read.
+    FOR v_zone IN SELECT * FROM usage_day_zone WHERE NOT ready ORDER BY runtime_id, zone
+                  FOR UPDATE LOOP
+        EXIT WHEN v_read >= p_limit;
+        v_read := v_read + day_recompute(ARRAY[v_zone.runtime_id], ARRAY[NULL::date],
+                                         v_zone.zone);
+        UPDATE usage_day_zone SET ready = true
+        WHERE (runtime_id, zone) = (v_zone.runtime_id, v_zone.zone);
+        v_done := v_done + 1;
+    END LOOP;
+    -- Zones of deleted runtimes, once their last deltas are folded (their buckets are gone).
+    DELETE FROM usage_day_zone z
+    WHERE NOT EXISTS (SELECT FROM agent_runtime r WHERE r.id = z.runtime_id)
+      AND NOT EXISTS (SELECT FROM usage_dirty d WHERE d.runtime_id = z.runtime_id);
+
+    PERFORM activity_tick(p_limit);
+
+    UPDATE rollup_state SET ticks = ticks + 1, last_tick_at = now(), last_keys = v_done;
+    RETURN v_done;
 END
 $$;

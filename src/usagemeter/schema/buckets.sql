@@ -154,8 +154,18 @@ CREATE TABLE usage_rebuild (
 -- (task, model) pairs reported under more than one provider (normally none). Segments
 -- count rows; a read counts such a task once per group from its raw rows. Found by the
 -- tick (which sees every committed row of a key it recomputes), so no writer races.
+-- runtime_id and workspace_id: those of the task's rows when the pair was last synced, so
+-- that a report reads the pairs of its own scope only (a task moved since is synced by the
+-- tick that folds its move; until then its moved rows are not folded, and a read finds the
+-- pair among them).
 CREATE TABLE usage_multi_provider (
-    task_id uuid NOT NULL REFERENCES agent_task_queue (id) ON DELETE CASCADE,
-    model   text NOT NULL,
+    task_id      uuid NOT NULL REFERENCES agent_task_queue (id) ON DELETE CASCADE,
+    model        text NOT NULL,
+    runtime_id   uuid NOT NULL,
+    workspace_id uuid NOT NULL,
     PRIMARY KEY (task_id, model)
 );
+
+CREATE INDEX idx_usage_multi_provider_runtime_id ON usage_multi_provider (runtime_id);
+
+CREATE INDEX idx_usage_multi_provider_workspace_id ON usage_multi_provider (workspace_id);

@@ -128,7 +128,11 @@ CREATE TABLE usage_dirty (
     cache_write_tokens bigint NOT NULL,
     cost_usd           numeric NULL,
     rows               smallint NOT NULL CHECK (rows IN (-1, 1)),
-    queued_at          timestamptz NOT NULL DEFAULT now()
+    queued_at          timestamptz NOT NULL DEFAULT now(),
+    -- Set by a tick that could not fold this workspace's deltas (rollup_state.last_error
+    -- says why): later ticks pass them by until rollup_retry_held(); reads count them from
+    -- the queue as any other, so they stay exact.
+    held               boolean NOT NULL DEFAULT false
 );
 
 CREATE INDEX idx_usage_dirty_runtime_id_created_at ON usage_dirty (runtime_id, created_at);

@@ -6,7 +6,10 @@ CREATE TABLE rollup_state (
     one          boolean PRIMARY KEY DEFAULT true CHECK (one),
     ticks        bigint NOT NULL DEFAULT 0,
     last_tick_at timestamptz NULL,
-    last_keys    integer NOT NULL DEFAULT 0
+    last_keys    integer NOT NULL DEFAULT 0,
+    -- The last failure a tick isolated (deltas held), and when.
+    last_error    text NULL,
+    last_error_at timestamptz NULL
 );
 INSERT INTO rollup_state DEFAULT VALUES;
 

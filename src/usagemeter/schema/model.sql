@@ -119,7 +119,9 @@ CREATE TABLE task_usage (
     workspace_id       uuid NOT NULL,
     runtime_id         uuid NOT NULL,
     agent_id           uuid NOT NULL,
-    UNIQUE (task_id, provider, model)
+    -- model before provider: the rows of a (task, model) pair are read by it (the
+    -- task-count correction of reports and its sync), whatever a task's size.
+    UNIQUE (task_id, model, provider)
 );
 
 CREATE INDEX idx_task_usage_created_at ON task_usage (created_at);

@@ -149,6 +149,24 @@ LANGUAGE sql STABLE AS $$
     GROUP BY 1, 2, 3, 4, 5
 $$;
 
+-- The (task, model) pairs usage_multi_provider lists in a runtime's (else a workspace's)
+-- scope. Planned for its arguments on every call: a generic plan counts on the table's
+-- share of an average scope and scanned every tenant's pairs for a small one.
+CREATE FUNCTION multi_provider_pairs(p_runtime_id uuid, p_workspace_id uuid)
+RETURNS TABLE (task_id uuid, model text)
+LANGUAGE plpgsql STABLE ROWS 10
+SET plan_cache_mode = force_custom_plan AS $$
+BEGIN
+    IF p_runtime_id IS NOT NULL THEN
+        RETURN QUERY SELECT m.task_id, m.model FROM usage_multi_provider m
+                     WHERE m.runtime_id = p_runtime_id;
+    ELSE
+        RETURN QUERY SELECT m.task_id, m.model FROM usage_multi_provider m
+                     WHERE m.workspace_id = p_workspace_id;
+    END IF;
+END
+$$;
+
 -- Usage since p_since of one runtime, else one workspace, as usage_report_raw has it (no
 -- hours), from the rollup. Spans, each read from one source, plus the deltas still queued
 -- in the spans that buckets serve:
@@ -168,7 +186,8 @@ $$;
 -- task_count (with p_count_tasks, which requires p_by_model): every usage row counts as a
 -- task (one row per task, provider and model). The rows of (task, model) pairs reported
 -- under several providers are corrected per group: -1 each, +1 per distinct task. The
--- pairs are those usage_multi_provider lists plus those among rows not folded yet.
+-- pairs are those usage_multi_provider lists in the report's scope plus those among rows
+-- not folded yet, so the correction's cost depends on the scope's own pairs only.
 CREATE FUNCTION usage_report_rollup(p_since timestamptz, p_tz text,
                                                p_runtime_id uuid, p_workspace_id uuid,
                                                p_by_date boolean, p_by_agent boolean,
@@ -295,7 +314,8 @@ LANGUAGE sql STABLE AS $$
                CASE WHEN p_by_provider THEN u.provider END AS provider,
                CASE WHEN p_by_model THEN u.model END AS model,
                count(DISTINCT u.task_id) - count(*) AS tasks
-        FROM (SELECT m.task_id, m.model FROM usage_multi_provider m
+        FROM (SELECT m.task_id, m.model FROM multi_provider_pairs(p_runtime_id, p_workspace_id) m
+              WHERE p_count_tasks
               UNION
               SELECT s.task_id, s.model FROM src s
               WHERE s.task_id IS NOT NULL AND s.rows > 0

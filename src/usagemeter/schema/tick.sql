@@ -18,8 +18,10 @@ BEGIN
 END
 $$;
 
--- One tick: fold up to p_limit queued deltas (oldest first) into the segments and into the
--- day buckets of every zone of their runtime, re-cut up to p_limit / 100 rebuild keys (a key
+-- One tick: fold up to p_limit queued deltas (oldest first, but held ones) into the segments
+-- and into the day buckets of every zone of their runtime (rollup_fold; if that fails, one
+-- workspace at a time, holding the deltas of a workspace that still fails: one tenant's rows
+-- never stop the others'), re-cut up to p_limit / 100 rebuild keys (a key
 -- is a runtime's UTC day: many rows), advance offset states, build the day buckets of
 -- zones not ready (whole runtimes, until about p_limit usage rows are read), and fold the
 -- activity queue. Returns the deltas folded plus the keys re-cut plus the zones built, or
@@ -32,10 +34,9 @@ LANGUAGE plpgsql
 -- compiling them cost more than running them.
 SET jit = off AS $$
 DECLARE
-    v_rows usage_rollup[];
-    v_day_rows usage_day[];
-    v_task_ids uuid[];
-    v_models text[];
+    v_ids bigint[];
+    v_workspace_id uuid;
+    v_error text;
     v_runtime_ids uuid[];
     v_days date[];
     v_zone usage_day_zone;
@@ -47,38 +48,26 @@ BEGIN
     END IF;
     p_limit := least(p_limit, 1000000);
 
-    WITH batch AS (
-        -- = ANY(ARRAY(...)): probes by primary key, never a scan of a queue full of rows
-        -- deleted by earlier ticks and not yet vacuumed.
-        DELETE FROM usage_dirty
-        WHERE id = ANY (ARRAY(SELECT id FROM usage_dirty ORDER BY id LIMIT p_limit))
-        RETURNING *
-    ), cut AS MATERIALIZED (  -- once, not per row
-        SELECT usage_cuts() AS s
-    ), seg AS (
-        SELECT array_agg(ROW(b.runtime_id, seg_start(b.created_at, cut.s), b.agent_id,
-                             b.provider, b.model, b.cost_usd IS NOT NULL, b.workspace_id,
-                             b.input_tokens, b.output_tokens, b.cache_read_tokens,
-                             b.cache_write_tokens, b.cost_usd, b.rows)::usage_rollup) AS rows,
-               array_agg(b.task_id) AS task_ids, array_agg(b.model) AS models
-        FROM batch b
-        CROSS JOIN cut
-    ), day AS (  -- a row for each zone of the runtime
-        SELECT array_agg(ROW(b.runtime_id, (b.created_at AT TIME ZONE z.zone)::date,
-                             utc_day(b.created_at), b.workspace_id, b.agent_id, b.provider,
-                             b.model, b.cost_usd IS NOT NULL, b.input_tokens, b.output_tokens,
-                             b.cache_read_tokens, b.cache_write_tokens, b.cost_usd, b.rows,
-                             z.zone)::usage_day) AS rows
-        FROM batch b
-        JOIN usage_day_zone z ON z.runtime_id = b.runtime_id
-    )
-    SELECT seg.rows, day.rows, seg.task_ids, seg.models
-    INTO v_rows, v_day_rows, v_task_ids, v_models
-    FROM seg, day;
-    PERFORM rollup_add(v_rows);
-    PERFORM day_add(v_day_rows);
-    PERFORM multi_provider_sync(v_task_ids, v_models);
-    v_done := coalesce(cardinality(v_rows), 0);
+    v_ids := ARRAY(SELECT id FROM usage_dirty WHERE NOT held ORDER BY id LIMIT p_limit);
+    BEGIN
+        v_done := rollup_fold(v_ids);
+    EXCEPTION WHEN OTHERS THEN
+        FOR v_workspace_id IN SELECT DISTINCT workspace_id FROM usage_dirty
+                              WHERE id = ANY (v_ids) LOOP
+            BEGIN
+                v_done := v_done + rollup_fold(ARRAY(
+                    SELECT id FROM usage_dirty
+                    WHERE id = ANY (v_ids) AND workspace_id = v_workspace_id));
+            EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT;
+                UPDATE usage_dirty SET held = true
+                WHERE id = ANY (v_ids) AND workspace_id = v_workspace_id;
+                UPDATE rollup_state
+                SET last_error = format('workspace %s: %s', v_workspace_id, v_error),
+                    last_error_at = now();
+            END;
+        END LOOP;
+    END;
 
     WITH batch AS (
         DELETE FROM usage_rebuild
@@ -122,6 +111,60 @@ BEGIN
     UPDATE rollup_state SET ticks = ticks + 1, last_tick_at = now(), last_keys = v_done;
     RETURN v_done;
 END
+$$;
+
+-- Fold the queued deltas of p_ids into the segments and into the day buckets of every zone
+-- of their runtime, deleting them from the queue; returns how many. Callers hold the
+-- rollup lock.
+CREATE FUNCTION rollup_fold(p_ids bigint[])
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_rows usage_rollup[];
+    v_day_rows usage_day[];
+    v_task_ids uuid[];
+    v_models text[];
+BEGIN
+    WITH batch AS (
+        -- = ANY(...): probes by primary key, never a scan of a queue full of rows deleted
+        -- by earlier ticks and not yet vacuumed.
+        DELETE FROM usage_dirty WHERE id = ANY (p_ids)
+        RETURNING *
+    ), cut AS MATERIALIZED (  -- once, not per row
+        SELECT usage_cuts() AS s
+    ), seg AS (
+        SELECT array_agg(ROW(b.runtime_id, seg_start(b.created_at, cut.s), b.agent_id,
+                             b.provider, b.model, b.cost_usd IS NOT NULL, b.workspace_id,
+                             b.input_tokens, b.output_tokens, b.cache_read_tokens,
+                             b.cache_write_tokens, b.cost_usd, b.rows)::usage_rollup) AS rows,
+               array_agg(b.task_id) AS task_ids, array_agg(b.model) AS models
+        FROM batch b
+        CROSS JOIN cut
+    ), day AS (  -- a row for each zone of the runtime
+        SELECT array_agg(ROW(b.runtime_id, (b.created_at AT TIME ZONE z.zone)::date,
+                             utc_day(b.created_at), b.workspace_id, b.agent_id, b.provider,
+                             b.model, b.cost_usd IS NOT NULL, b.input_tokens, b.output_tokens,
+                             b.cache_read_tokens, b.cache_write_tokens, b.cost_usd, b.rows,
+                             z.zone)::usage_day) AS rows
+        FROM batch b
+        JOIN usage_day_zone z ON z.runtime_id = b.runtime_id
+    )
+    SELECT seg.rows, day.rows, seg.task_ids, seg.models
+    INTO v_rows, v_day_rows, v_task_ids, v_models
+    FROM seg, day;
+    PERFORM rollup_add(v_rows);
+    PERFORM day_add(v_day_rows);
+    PERFORM multi_provider_sync(v_task_ids, v_models);
+    RETURN coalesce(cardinality(v_rows), 0);
+END
+$$;
+
+-- Let ticks fold the held deltas again, once what failed them is fixed; returns how many.
+CREATE FUNCTION rollup_retry_held()
+RETURNS integer
+LANGUAGE sql AS $$
+    WITH released AS (UPDATE usage_dirty SET held = false WHERE held RETURNING 1)
+    SELECT count(*)::integer FROM released;
 $$;
 
 -- Add signed rows (each a usage_rollup row: a segment key and sums, negative to subtract)
@@ -288,18 +331,27 @@ CREATE FUNCTION multi_provider_sync(p_task_ids uuid[], p_models text[])
 RETURNS void
 LANGUAGE sql AS $$
     WITH pair AS (
-        SELECT k.task_id, k.model,
-               (SELECT count(DISTINCT o.provider) FROM task_usage o
-                WHERE o.task_id = k.task_id AND o.model = k.model) > 1 AS multi
+        SELECT k.task_id, k.model, o.providers > 1 AS multi, o.runtime_id, o.workspace_id
         FROM (SELECT DISTINCT * FROM unnest(p_task_ids, p_models)) k(task_id, model)
+        CROSS JOIN LATERAL (
+            -- every row of a task has the task's runtime and workspace
+            SELECT count(DISTINCT o.provider) AS providers,
+                   (array_agg(o.runtime_id))[1] AS runtime_id,
+                   (array_agg(o.workspace_id))[1] AS workspace_id
+            FROM task_usage o
+            WHERE o.task_id = k.task_id AND o.model = k.model
+        ) o
     ), removed AS (
         DELETE FROM usage_multi_provider m
         USING pair p
         WHERE NOT p.multi AND (m.task_id, m.model) = (p.task_id, p.model)
     )
-    INSERT INTO usage_multi_provider (task_id, model)
-    SELECT task_id, model FROM pair WHERE multi
-    ON CONFLICT DO NOTHING;
+    INSERT INTO usage_multi_provider (task_id, model, runtime_id, workspace_id)
+    SELECT task_id, model, runtime_id, workspace_id FROM pair WHERE multi
+    ON CONFLICT (task_id, model) DO UPDATE
+    SET runtime_id = excluded.runtime_id, workspace_id = excluded.workspace_id
+    WHERE (usage_multi_provider.runtime_id, usage_multi_provider.workspace_id)
+          IS DISTINCT FROM (excluded.runtime_id, excluded.workspace_id);
 $$;
 
 -- Recompute the segments of (runtime, UTC day) keys, cut by every registered offset, as
