@@ -429,7 +429,7 @@ def bench(server: str, rows: int, runs: int, reuse: bool) -> dict[str, Any]:
         s = pick(conn)
         # As the server does on the runtime's first daily report in the other zone: its day
         # buckets are then cut in that zone too (and counted below).
-        conn.execute(usage.Q.register_zone, {"tz": s["other"]})
+        conn.execute(usage.Q.register_zone, {"tz": s["other"], "workspace_id": s["workspace_id"]})
         conn.execute(
             usage.Q.register_runtime_zone, {"runtime_id": s["runtime_id"], "tz": s["other"]}
         )

@@ -136,7 +136,7 @@ def test_reads_without_dates_take_day_buckets_in_any_zone(
     ws = world.workspace()
     rid = world.runtime(ws, tz="Asia/Kolkata")
     agent = world.agent(ws, rid)
-    db.execute(usage.Q.register_zone, {"tz": "America/New_York"})
+    db.execute(usage.Q.register_zone, {"tz": "America/New_York", "workspace_id": ws})
     row = db.execute("SELECT usage_since(now(), 'America/New_York', 7) AS s").fetchone()
     assert row is not None
     since = row["s"]  # a New York midnight, 10:30 or 09:30 in Kolkata
@@ -339,3 +339,32 @@ def test_a_report_reads_the_task_count_corrections_of_its_own_scope_only(
             assert read is not None and read["n"] <= 1, (folded, sql[:40], read)
             assert [r["task_count"] for r in rows] == [1]
             assert rows == db.execute(sql, {**params, "rollup": False}).fetchall()
+
+
+def test_one_workspace_adds_at_most_16_offsets_and_reads_stay_exact(
+    client: TestClient, world: World, db: psycopg.Connection[Row]
+) -> None:
+    # A member asks its reports in zone after zone: the workspace adds 16 offsets to the
+    # cuts every tenant's days are cut at, no more; reports in further zones are exact.
+    token = world.token()
+    ws = world.workspace()
+    rt = world.runtime(ws, tz="UTC")
+    task = world.task(world.agent(ws, rt), rt)
+    world.usage(task, at=world.today_utc() - timedelta(days=1, hours=3))
+    rollup.drain(db)
+    before = db.execute("SELECT count(*) AS n FROM usage_offset").fetchone()
+    # 26 zones of as many fixed offsets, none of them in use
+    zones = [f"Etc/GMT{sign}{h}" for h in range(1, 13) for sign in "+-"]
+    zones += ["Asia/Kolkata", "Asia/Kathmandu"]
+    for zone in zones:
+        for path in (f"/api/runtimes/{rt}/usage", "/api/usage/daily"):
+            r = client.get(path, params={"tz": zone}, headers=auth(token, "acme"))
+            assert r.status_code == 200, r.text
+    after = db.execute("SELECT count(*) AS n FROM usage_offset").fetchone()
+    assert before is not None and after is not None
+    assert after["n"] - before["n"] == 16
+    rollup.drain(db)
+    for zone in zones:
+        params = {"runtime_id": rt, "days": 7, "tz": zone}
+        fast = db.execute(usage.Q.runtime_usage, {**params, "rollup": True}).fetchall()
+        assert fast == db.execute(usage.Q.runtime_usage, {**params, "rollup": False}).fetchall()

@@ -47,7 +47,7 @@ def test_reads_add_queued_changes_to_buckets_and_backfill_repairs_them(
     at = world.today_utc() - timedelta(days=2)
     world.usage(task, at=at + timedelta(hours=20), tokens=(100, 0, 0, 0))
     world.usage(task, model="gpt-5", at=at + timedelta(hours=3), tokens=(7, 0, 0, 0))
-    db.execute(usage.Q.register_zone, {"tz": "Asia/Kolkata"})  # segments cut for it
+    db.execute(usage.Q.register_zone, {"tz": "Asia/Kolkata", "workspace_id": ws})  # cuts for it
     rollup.drain(db)
     raw = runtime_report(db, rid, False)
     assert runtime_report(db, rid, True) == raw and len(raw) == 2

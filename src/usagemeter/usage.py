@@ -25,17 +25,23 @@ Q = queries(__file__)
 
 
 async def _zone(
-    request: Request, conn: AConn, zone: str | None, runtime_id: UUID | None = None
+    request: Request,
+    conn: AConn,
+    zone: str | None,
+    workspace_id: UUID,
+    runtime_id: UUID | None = None,
 ) -> None:
-    """Have the rollup cut days in a zone asked for by name and, given a runtime whose daily
-    report is asked in it, cut that runtime's day buckets in it too (once per process each):
-    the first reads in a new zone are exact but slower, until a tick has built them."""
+    """Have the rollup cut days in a zone a workspace's report was asked in (within the
+    workspace's share of new offsets) and, given a runtime whose daily report is asked in
+    it, cut that runtime's day buckets in it too (once per process each): the first reads
+    in a new zone are exact but slower, until a tick has built them."""
     if zone is None:
         return
     known: set[str] = request.app.state.zones
     if zone not in known:
-        await conn.execute(Q.register_zone, {"tz": zone})
-        known.add(zone)
+        row = await one(conn, Q.register_zone, {"tz": zone, "workspace_id": workspace_id})
+        if row and row["registered"]:
+            known.add(zone)
     pairs: set[tuple[UUID, str]] = request.app.state.runtime_zones
     if runtime_id is not None and (runtime_id, zone) not in pairs:
         await conn.execute(Q.register_runtime_zone, {"runtime_id": runtime_id, "tz": zone})
@@ -62,7 +68,7 @@ def runtime_report(query: str, default_days: int, doc: str, day_buckets: bool = 
         n = parse_days(days, default_days)
         zone = parse_tz(tz)
         runtime = await runtime_for_caller(conn, caller, rid)
-        await _zone(request, conn, zone, rid if day_buckets else None)
+        await _zone(request, conn, zone, runtime["workspace_id"], rid if day_buckets else None)
         tz_name = zone or runtime["timezone"]
         params = {"runtime_id": rid, "days": n, "tz": tz_name, "rollup": rollup_enabled(request)}
         return await json_rows(conn, query, params)
@@ -98,7 +104,7 @@ async def runtime_activity(
     rid = parse_uuid(runtime_id, "runtime_id")
     zone = parse_tz(tz)
     runtime = await runtime_for_caller(conn, caller, rid)
-    await _zone(request, conn, zone)
+    await _zone(request, conn, zone, runtime["workspace_id"])
     params = {
         "runtime_id": rid,
         "tz": zone or runtime["timezone"],
@@ -120,7 +126,7 @@ def workspace_report(query: str, doc: str) -> Handler:
     ) -> Response:
         n, zone = parse_days(days, 30), parse_tz(tz)
         ws = await current_workspace(request, caller, conn)
-        await _zone(request, conn, zone)
+        await _zone(request, conn, zone, ws.id)
         params = {
             "workspace_id": ws.id,
             "days": n,

@@ -98,7 +98,7 @@ LEFT JOIN usage_report('-infinity', 'UTC', p_issue_id => %(issue_id)s,
                        p_count_tasks => true) r ON true;
 
 -- name: register_zone
-SELECT register_zone(%(tz)s);
+SELECT register_report_zone(%(tz)s, %(workspace_id)s) AS registered;
 
 -- name: register_runtime_zone
 SELECT register_runtime_zone(%(runtime_id)s, %(tz)s);

@@ -1,6 +1,6 @@
 -- Release 0.2.0: token sums that never overflow, runtimes only their owners merge, reports
 -- that read their own scope's task-count corrections only, a tick that one workspace's
--- rows cannot stop.
+-- rows cannot stop, at most 16 offsets added by one workspace's reports.
 --
 -- Token sums that never overflow. The rollup's buckets sum tokens as numeric
 -- (a bigint sum overflowed past 9.2e18 and stopped every report of the workspace and every
@@ -669,5 +669,41 @@ BEGIN
 
     UPDATE rollup_state SET ticks = ticks + 1, last_tick_at = now(), last_keys = v_done;
     RETURN v_done;
+END
+$$;
+
+-- The offsets a workspace's reports added to the cuts (new offsets re-cut every tenant's
+-- days, so one workspace may add at most 16: users in 8 zones with summer time fit).
+CREATE TABLE usage_offset_workspace (
+    workspace_id uuid NOT NULL REFERENCES workspace (id) ON DELETE CASCADE,
+    offset_s     integer NOT NULL,
+    PRIMARY KEY (workspace_id, offset_s)
+);
+
+-- Register a zone a workspace's report was asked in, unless its offsets not registered
+-- yet would take the workspace past 16 added offsets; false then (the zone's reads stay
+-- exact, from segments and raw rows). Reports' zones in use already cost nothing.
+CREATE FUNCTION register_report_zone(p_zone text, p_workspace_id uuid)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_new integer[];
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('usagemeter zones'),
+                                  hashtext(p_workspace_id::text));
+    v_new := ARRAY(SELECT o FROM zone_offsets(p_zone, utc_day(now()) - 366,
+                                              utc_day(now()) + 366) o
+                   WHERE NOT EXISTS (SELECT FROM usage_offset u WHERE u.offset_s = o));
+    IF cardinality(v_new) > 0 THEN
+        IF (SELECT count(*) FROM usage_offset_workspace w
+            WHERE w.workspace_id = p_workspace_id) + cardinality(v_new) > 16 THEN
+            RETURN false;
+        END IF;
+        INSERT INTO usage_offset_workspace (workspace_id, offset_s)
+        SELECT p_workspace_id, o FROM unnest(v_new) o
+        ON CONFLICT DO NOTHING;
+    END IF;
+    PERFORM register_zone(p_zone);
+    RETURN true;
 END
 $$;
