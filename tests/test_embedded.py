@@ -15,9 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.conftest import embedded_data_dir
+from usagemeter.app import create_app
+from usagemeter.config import Config
+from usagemeter.db import connect
 from usagemeter.embedded import Embedded, EmbeddedError, _wheel_install
+from usagemeter.migrate import migrate
 
 
 @pytest.fixture
@@ -130,3 +135,32 @@ def test_a_data_dir_postgres_cannot_reach_is_refused_with_the_reason(data_dir: P
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("cannot start the embedded PostgreSQL: as root"), r.stderr
     assert (closed.stat().st_mode & 0o777) == 0o700
+
+
+def test_an_outage_answers_503_at_once_and_service_resumes_with_the_database(
+    data_dir: Path,
+) -> None:
+    # A server on its own PostgreSQL, which is stopped and started again under it.
+    server = Embedded(data_dir)
+    url = server.start()
+    with connect(url) as conn:
+        migrate(conn)
+    config = Config.from_env({"DATABASE_URL": "set", "USAGEMETER_TICK_SECONDS": "0"})
+    with TestClient(create_app(config, url)) as client:
+        assert client.get("/readyz").json() == {"status": "ready"}
+        server.release()  # the last user: PostgreSQL stops
+        assert not postgres_running(data_dir)
+        for path in ("/readyz", "/api/workspaces", "/api/workspaces"):
+            started = time.monotonic()
+            r = client.get(path, headers={"Authorization": "Bearer mul_" + "0" * 40})
+            assert (r.status_code, r.json()) == (503, {"error": "database unavailable"}), path
+            assert r.headers["retry-after"] == "1"
+            assert time.monotonic() - started < 3
+        assert client.get("/healthz").status_code == 200  # the process itself is alive
+        server.start()
+        back = time.monotonic()
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() - back < 1.5, "not serving a second after the database"
+            time.sleep(0.05)
+        r = client.get("/api/workspaces", headers={"Authorization": "Bearer mul_" + "0" * 40})
+        assert (r.status_code, r.json()) == (401, {"error": "invalid token"})

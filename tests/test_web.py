@@ -443,21 +443,20 @@ def test_a_deadlocked_write_is_retried_not_500(
     assert world.db.execute("SELECT count(*) AS n FROM task_usage").fetchone() == {"n": 2}
 
 
-def test_a_database_that_is_gone_answers_503_at_once(
+def test_connections_killed_under_the_server_are_replaced_unseen(
     db_url: str, scene: dict[str, Any], admin: psycopg.Connection[Row]
 ) -> None:
+    # A database restart, or an administrator ending sessions, kills the pool's idle
+    # connections: each is found dead at checkout and replaced, and no request fails.
+    # (An outage answers 503: tests/test_embedded.py.)
     env = {"DATABASE_URL": "set", "USAGEMETER_TICK_SECONDS": "0"}
     with TestClient(create_app(Config.from_env(env), db_url)) as c:
         h = auth(scene["token"], "acme")
         assert c.get("/api/runtimes", headers=h).status_code == 200
         name = db_url.split("dbname=")[-1].split()[0]
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-        )
-        r = c.get("/api/runtimes", headers=h)
-        assert (r.status_code, r.json()) == (503, {"error": "database unavailable"})
-        assert r.headers["retry-after"] == "1"
-        deadline = time.monotonic() + 5  # and it is back as soon as the database is
-        while c.get("/api/runtimes", headers=h).status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        for _ in range(3):
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            assert c.get("/api/runtimes", headers=h).status_code == 200

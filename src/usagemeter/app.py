@@ -35,6 +35,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+
 ROUTES: list[Route] = [
     # Runtimes and their reports (docs/api.md: reports, runtimes)
     Route("GET", "/api/runtimes", runtimes.list_runtimes, workspace=True),
@@ -96,7 +97,8 @@ ROUTES: list[Route] = [
     Route("POST", "/api/tasks/{task_id}/fail", tasks.fail_task, errors=(409,)),
     # Operations
     Route("GET", "/healthz", healthz),
-    Route("GET", "/metrics", metrics.metrics, errors=(401,)),
+    Route("GET", "/readyz", metrics.readyz, errors=(503,)),
+    Route("GET", "/metrics", metrics.metrics, errors=(401, 503)),
 ]
 
 

@@ -106,6 +106,12 @@ class Measure:
             REQUESTS.labels(scope["method"], route, status).inc()
 
 
+async def readyz(conn: Conn) -> dict[str, str]:
+    """Readiness: the database answers (503 `database unavailable` while it does not)."""
+    await one(conn, rollup.Q.health)
+    return {"status": "ready"}
+
+
 def scraper(request: Request) -> None:
     """When USAGEMETER_METRICS_TOKEN is set, /metrics needs it as a bearer token (checked
     before a database connection is taken)."""

@@ -30,9 +30,11 @@ _REASONS = {
     401: "Missing or invalid bearer token",
     403: "The caller's token or role does not allow it",
     404: "Not found, or not visible to the caller",
+    408: "The body did not arrive within USAGEMETER_BODY_TIMEOUT seconds",
     409: "In conflict with the current state",
     413: "Body larger than USAGEMETER_MAX_BODY bytes (refused before it is read)",
     415: "A body whose Content-Type is not application/json",
+    503: "The database is unavailable or too slow: retry after Retry-After seconds",
 }
 
 _ERROR = {
@@ -80,7 +82,7 @@ def describe_api(app: FastAPI, routes: list[Route]) -> dict[str, Any]:
                 param["schema"] = {"type": "string", "format": "uuid"}
         statuses = {400, *route.errors}
         if route.path.startswith("/api/"):
-            statuses |= {401, 404}
+            statuses |= {401, 404, 503}
             op["security"] = [{"bearer": []}]
         if route.workspace:
             op.setdefault("parameters", []).extend(
@@ -94,7 +96,7 @@ def describe_api(app: FastAPI, routes: list[Route]) -> dict[str, Any]:
                 for where, name, text in _WORKSPACE
             )
         if route.body is not None:
-            statuses |= {413, 415}
+            statuses |= {408, 413, 415}
             body = route.body.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(body.pop("$defs", {}))
             schemas[route.body.__name__] = body
