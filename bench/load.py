@@ -1,0 +1,196 @@
+"""Load: requests per second and latency of one `usagemeter serve` by concurrency, reads and
+writes, with every answer checked and the written totals compared with the database.
+
+    .venv/bin/python bench/load.py [--seconds 10] [--concurrency 1 8 32 64]
+
+Starts `usagemeter serve` on a fresh embedded PostgreSQL (DATABASE_URL unset) filled by
+`usagemeter demo --days 90`, then, per concurrency, runs that many keep-alive clients (a
+lean asyncio client: one connection each, no HTTP library in the loop) for `seconds`:
+reads cycle through the runtime report (90 days), by-agent, the workspace summary and
+daily; writes post 100-entry batches. Prints requests/s, p50 and p99, and errors (any
+answer but 200, or a broken connection); then checks that the database holds exactly the
+tokens of the acknowledged batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from usagemeter.db import connect
+
+ROOT = Path(__file__).resolve().parents[1]
+EXE = Path(sys.executable).with_name("usagemeter")
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.port, self.token = port, token
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {self.token}\r\n"
+            f"X-Workspace-Slug: demo\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        payload = await self.reader.readexactly(length)
+        return int(status_line.split()[1]), payload
+
+
+async def run_level(
+    port: int, token: str, paths: list[str], concurrency: int, seconds: float, write: Any
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    acked = 0
+    end = time.perf_counter() + seconds
+
+    async def worker(n: int) -> None:
+        nonlocal errors, acked
+        client = Client(port, token)
+        i = n
+        while time.perf_counter() < end:
+            i += 1
+            method, path, body = write(i) if write else ("GET", paths[i % len(paths)], b"")
+            t = time.perf_counter()
+            try:
+                status, payload = await client.request(method, path, body)
+            except (OSError, asyncio.IncompleteReadError):
+                errors += 1
+                client = Client(port, token)
+                continue
+            latencies.append((time.perf_counter() - t) * 1000)
+            if status != 200:
+                errors += 1
+            elif write:
+                acked += 1
+            elif not payload.startswith((b"[", b"{")):
+                errors += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    return {
+        "requests": len(latencies),
+        "rps": len(latencies) / elapsed,
+        "p50": statistics.median(latencies) if latencies else 0.0,
+        "p99": q[98],
+        "errors": errors,
+        "acked": acked,
+    }
+
+
+def serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "USAGEMETER_DATA_DIR": str(data_dir), "USAGEMETER_PORT": str(port)}
+    env.pop("DATABASE_URL", None)
+    proc = subprocess.Popen([EXE, "serve"], env=env, stderr=subprocess.DEVNULL)
+    for _ in range(600):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("usagemeter serve did not start")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    args = ap.parse_args()
+    data_dir = Path(tempfile.mkdtemp(prefix="um-load-", dir="/tmp"))
+    env = {**os.environ, "USAGEMETER_DATA_DIR": str(data_dir)}
+    env.pop("DATABASE_URL", None)
+    demo = [EXE, "demo", "--days", "90"]
+    token = subprocess.run(demo, env=env, check=True, capture_output=True, text=True).stdout
+    token = token.strip().splitlines()[-1]
+    port = 8700 + os.getpid() % 200
+    server = serve(data_dir, port)
+    try:
+        with connect(_url(data_dir)) as conn:
+            rt = conn.execute("SELECT id FROM agent_runtime ORDER BY name LIMIT 1").fetchone()
+            agent = conn.execute("SELECT id FROM agent ORDER BY name LIMIT 1").fetchone()
+            assert rt and agent
+            tasks = [
+                str(r["id"])
+                for r in conn.execute(
+                    "INSERT INTO agent_task_queue (agent_id, runtime_id)"
+                    " SELECT %s, %s FROM generate_series(1, 100) RETURNING id",
+                    (agent["id"], rt["id"]),
+                ).fetchall()
+            ]
+        paths = [
+            f"/api/runtimes/{rt['id']}/usage?days=90",
+            f"/api/runtimes/{rt['id']}/usage/by-agent?days=30",
+            "/api/usage/summary?days=30",
+            "/api/usage/daily?days=30",
+        ]
+
+        def write(i: int) -> tuple[str, str, bytes]:
+            model = f"load-{uuid.uuid4().hex[:12]}"
+            entries = [{"task_id": t, "model": model, "input_tokens": 3} for t in tasks]
+            return "POST", "/api/usage/batch", json.dumps({"usage": entries}).encode()
+
+        print("| load | clients | requests/s | p50 ms | p99 ms | errors |")
+        print("|---|---|---|---|---|---|")
+        acked = 0
+        for kind, fn in (("reads", None), ("writes (100-entry batches)", write)):
+            for c in args.concurrency:
+                r = asyncio.run(run_level(port, token, paths, c, args.seconds, fn))
+                acked += r["acked"]
+                print(
+                    f"| {kind} | {c} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f}"
+                    f" | {r['errors']} of {r['requests']} |",
+                    flush=True,
+                )
+        with connect(_url(data_dir)) as conn:
+            row = conn.execute(
+                "SELECT count(*) AS n, coalesce(sum(input_tokens), 0) AS t FROM task_usage"
+                " WHERE model LIKE 'load-%%'"
+            ).fetchone()
+        assert row is not None
+        exact = row["n"] == 100 * acked and row["t"] == 300 * acked
+        print(
+            f"\nacknowledged batches: {acked}; rows written: {row['n']} (expected {100 * acked});"
+            f" totals {'exact' if exact else 'NOT EXACT'}"
+        )
+    finally:
+        server.terminate()
+        server.wait(30)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _url(data_dir: Path) -> str:
+    lines = (data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()
+    return f"postgresql://postgres@/postgres?host={lines[4]}&port={lines[3]}"
+
+
+if __name__ == "__main__":
+    main()
