@@ -14,10 +14,7 @@ alternating in blocks of 5, after checking that both answer the same rows.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 
 from psycopg.conninfo import make_conninfo
@@ -65,14 +62,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=25)
     ap.add_argument("--pairs", type=int, default=10_000)
     args = ap.parse_args()
-    server = os.environ.get("DATABASE_URL")
-    stop = None
-    if not server:
-        server = subprocess.run(
-            [str(run.ROOT / "scripts" / "pg15")], check=True, capture_output=True, text=True
-        ).stdout.strip()
-        stop = server.split("host=")[1]
-    try:
+    with run.postgres() as server:
         quiet = make_conninfo(server, dbname="usagemeter_noisy_quiet")
         noisy = make_conninfo(server, dbname="usagemeter_noisy_noisy")
         run.build(server, quiet, "usagemeter_noisy_quiet", args.rows)
@@ -83,23 +73,9 @@ def main() -> None:
         with connect(quiet) as a, connect(noisy) as b:
             for conn in (a, b):
                 conn.execute("CHECKPOINT")
-            s = run.pick(a)
             print(f"\n{args.rows:,} usage rows; a quiet workspace's reports, median ms of")
             print(f"{args.runs} runs, rollup path; the noisy workspace: {args.pairs:,} pairs")
-            print("| read | alone | beside the noisy workspace | ratio |")
-            print("|---|---|---|---|")
-            for name, sql, p in run.cases(a, s):
-                params = {**p, "rollup": True}
-                assert a.execute(sql, params).fetchall() == b.execute(sql, params).fetchall()
-                alone, beside = run.ms(
-                    partial(run.query, a, sql, params),
-                    partial(run.query, b, sql, params),
-                    args.runs,
-                )
-                print(f"| {name} | {alone:.2f} | {beside:.2f} | {beside / alone:.2f} |", flush=True)
-    finally:
-        if stop:
-            subprocess.run([str(run.ROOT / "scripts" / "pg15"), "stop", stop], check=False)
+            run.side_by_side(a, b, args.runs, ("alone", "beside the noisy workspace"))
 
 
 if __name__ == "__main__":

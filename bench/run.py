@@ -14,6 +14,7 @@ history).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import math
@@ -24,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -543,6 +544,36 @@ def report(
         print(f"\ntick cost {last} / {first}: {results[-1]['tick_ms'] / results[0]['tick_ms']:.2f}")
 
 
+@contextlib.contextmanager
+def postgres() -> Iterator[str]:
+    """DATABASE_URL, else a throwaway PostgreSQL 15 (scripts/pg15) for as long as needed."""
+    server = os.environ.get("DATABASE_URL")
+    if server:
+        yield server
+        return
+    server = subprocess.run(
+        [str(ROOT / "scripts" / "pg15")], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    try:
+        yield server
+    finally:
+        subprocess.run([str(ROOT / "scripts" / "pg15"), "stop", server.split("host=")[1]])
+
+
+def side_by_side(
+    a: psycopg.Connection[Any], b: psycopg.Connection[Any], runs: int, columns: tuple[str, str]
+) -> None:
+    """Every rollup read of the bench's runtime and workspace on a and on b (checked to
+    answer the same rows), median ms alternating in blocks of 5, as a Markdown table."""
+    print(f"| read | {columns[0]} | {columns[1]} | ratio |")
+    print("|---|---|---|---|")
+    for name, sql, p in cases(a, pick(a)):
+        params = {**p, "rollup": True}
+        assert a.execute(sql, params).fetchall() == b.execute(sql, params).fetchall(), name
+        x, y = ms(partial(query, a, sql, params), partial(query, b, sql, params), runs)
+        print(f"| {name} | {x:.2f} | {y:.2f} | {y / x:.2f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
@@ -553,14 +584,7 @@ def main() -> None:
         help="measure databases loaded by an earlier run, migrated to this checkout",
     )
     args = ap.parse_args()
-    server = os.environ.get("DATABASE_URL")
-    stop = None
-    if not server:
-        server = subprocess.run(
-            [str(ROOT / "scripts" / "pg15")], check=True, capture_output=True, text=True
-        ).stdout.strip()
-        stop = server.split("host=")[1]
-    try:
+    with postgres() as server:
         results = [bench(server, n, args.runs, args.reuse) for n in args.rows]
         urls = [r["url"] for r in results]
         flat = []
@@ -576,9 +600,6 @@ def main() -> None:
         for r, t in zip(results, ticks(urls), strict=True):
             r["tick_ms"] = t
         report(results, flat)
-    finally:
-        if stop:
-            subprocess.run([str(ROOT / "scripts" / "pg15"), "stop", stop], check=False)
 
 
 if __name__ == "__main__":

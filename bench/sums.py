@@ -12,11 +12,8 @@ median over `runs`, the two alternating in blocks of 5.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 
 from psycopg.conninfo import make_conninfo
@@ -59,41 +56,23 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=25)
     ap.add_argument("--reuse", action="store_true", help="measure the databases of a run before")
     args = ap.parse_args()
-    server = os.environ.get("DATABASE_URL")
-    stop = None
-    if not server:
-        server = subprocess.run(
-            [str(run.ROOT / "scripts" / "pg15")], check=True, capture_output=True, text=True
-        ).stdout.strip()
-        stop = server.split("host=")[1]
-    try:
+    with run.postgres() as server:
         numeric = make_conninfo(server, dbname="usagemeter_sums_numeric")
         bigint = make_conninfo(server, dbname="usagemeter_sums_bigint")
-        run.build(server, numeric, "usagemeter_sums_numeric", args.rows)
-        with connect(server) as admin:
-            admin.execute("DROP DATABASE IF EXISTS usagemeter_sums_bigint WITH (FORCE)")
-            admin.execute("CREATE DATABASE usagemeter_sums_bigint TEMPLATE usagemeter_sums_numeric")
-        to_bigint(bigint)
+        if not args.reuse:
+            run.build(server, numeric, "usagemeter_sums_numeric", args.rows)
+            with connect(server) as admin:
+                admin.execute("DROP DATABASE IF EXISTS usagemeter_sums_bigint WITH (FORCE)")
+                admin.execute(
+                    "CREATE DATABASE usagemeter_sums_bigint TEMPLATE usagemeter_sums_numeric"
+                )
+            to_bigint(bigint)
         with connect(numeric) as a, connect(bigint) as b:
             for conn in (a, b):
                 conn.execute("VACUUM ANALYZE")
                 conn.execute("CHECKPOINT")
-            s = run.pick(a)
             print(f"\n{args.rows:,} usage rows; median ms of {args.runs} runs, rollup path")
-            print("| read | numeric sums (0.2.0) | bigint sums (0.1.0) | ratio |")
-            print("|---|---|---|---|")
-            for name, sql, p in run.cases(a, s):
-                params = {**p, "rollup": True}
-                assert a.execute(sql, params).fetchall() == b.execute(sql, params).fetchall()
-                new, old = run.ms(
-                    partial(run.query, a, sql, params),
-                    partial(run.query, b, sql, params),
-                    args.runs,
-                )
-                print(f"| {name} | {new:.2f} | {old:.2f} | {new / old:.2f} |", flush=True)
-    finally:
-        if stop:
-            subprocess.run([str(run.ROOT / "scripts" / "pg15"), "stop", stop], check=False)
+            run.side_by_side(a, b, args.runs, ("numeric sums (0.2.0)", "bigint sums (0.1.0)"))
 
 
 if __name__ == "__main__":

@@ -25,15 +25,15 @@ from usagemeter import (
 )
 from usagemeter.config import Config
 from usagemeter.db import make_pool
+from usagemeter.guard import Guard
 from usagemeter.openapi import Route, describe_api
 from usagemeter.rollup import tick_loop
-from usagemeter.web import Guard, install_error_handlers, retrying
+from usagemeter.web import install_error_handlers, retrying
 
 
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers (no database round trip)."""
     return {"status": "ok"}
-
 
 
 ROUTES: list[Route] = [
