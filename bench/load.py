@@ -110,7 +110,9 @@ async def run_level(
 def serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "USAGEMETER_DATA_DIR": str(data_dir), "USAGEMETER_PORT": str(port)}
     env.pop("DATABASE_URL", None)
-    proc = subprocess.Popen([EXE, "serve"], env=env, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [EXE, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     for _ in range(600):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
