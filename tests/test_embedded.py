@@ -160,7 +160,8 @@ def test_an_outage_answers_503_at_once_and_service_resumes_with_the_database(
         server.start()
         back = time.monotonic()
         while client.get("/readyz").status_code != 200:
-            assert time.monotonic() - back < 1.5, "not serving a second after the database"
+            assert time.monotonic() - back < 1, "not serving a second after the database"
             time.sleep(0.05)
+        print(f"\nserving again {time.monotonic() - back:.2f} s after the database")
         r = client.get("/api/workspaces", headers={"Authorization": "Bearer mul_" + "0" * 40})
         assert (r.status_code, r.json()) == (401, {"error": "invalid token"})
