@@ -42,3 +42,15 @@ def test_path_ids_are_uuids_and_workspace_routes_say_how_to_name_one(client: Tes
     assert {"type": "string", "format": "uuid"} in [p["schema"] for p in usage]
     names = {p["name"] for p in doc["paths"]["/api/usage/summary"]["get"]["parameters"]}
     assert {"workspace_slug", "workspace_id", "X-Workspace-Slug", "X-Workspace-ID"} <= names
+
+
+def test_the_api_docs_page_needs_nothing_from_outside(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "cdn" not in page.text and "https://" not in page.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"):
+        url = f"/static/swagger-ui/{asset}"
+        assert url in page.text
+        r = client.get(url)
+        assert r.status_code == 200 and len(r.content) > 500, url
+    assert client.get("/redoc").status_code == 404

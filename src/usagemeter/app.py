@@ -6,9 +6,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from usagemeter import (
     __version__,
@@ -102,6 +106,21 @@ ROUTES: list[Route] = [
 ]
 
 
+STATIC = Path(__file__).with_name("static")
+
+
+async def docs() -> HTMLResponse:
+    """Swagger UI over /openapi.json, from the vendored swagger-ui-dist (no CDN)."""
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="usagemeter API",
+        swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
+        swagger_css_url="/static/swagger-ui/swagger-ui.css",
+        swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+
+
 def create_app(cfg: Config, database_url: str) -> FastAPI:
     """The application, serving from the database at database_url."""
 
@@ -124,7 +143,11 @@ def create_app(cfg: Config, database_url: str) -> FastAPI:
                     await ticks
             await pool.close()
 
-    app = FastAPI(title="usagemeter", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="usagemeter", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_api_route("/docs", docs, include_in_schema=False)
     app.state.config = cfg
     app.state.zones = set()  # zones this process has registered with the rollup
     app.state.runtime_zones = set()  # (runtime, zone) pairs it has asked day buckets in
