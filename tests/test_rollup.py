@@ -56,3 +56,27 @@ def test_serve_ticks_in_the_background(config: Config, db_url: str, world: World
             time.sleep(0.05)
     assert rollup.health(world.db)["queue_depth"] == 0
     assert world.db.execute("SELECT sum(rows) AS n FROM usage_rollup").fetchone() == {"n": 1}
+
+
+def test_serve_ticks_again_at_once_while_a_backlog_remains(
+    config: Config, db_url: str, world: World
+) -> None:
+    # 25,000 queued changes, ticks of 10,000, a period of 60 s: the backlog drains in
+    # consecutive ticks, not one per period.
+    ws = world.workspace()
+    rid = world.runtime(ws)
+    agent = world.agent(ws, rid)
+    world.db.execute(
+        "WITH t AS (INSERT INTO agent_task_queue (agent_id, runtime_id)"
+        " SELECT %s, %s FROM generate_series(1, 25000) RETURNING id)"
+        " INSERT INTO task_usage (task_id, model, input_tokens) SELECT id, 'm', 1 FROM t",
+        (agent, rid),
+    )
+    assert rollup.health(world.db)["queue_depth"] == 25000
+    slow = dataclasses.replace(config, tick_seconds=60)
+    with TestClient(create_app(slow, db_url)):
+        deadline = time.monotonic() + 30
+        while rollup.health(world.db)["queue_depth"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert rollup.health(world.db)["queue_depth"] == 0
+    assert world.db.execute("SELECT sum(rows) AS n FROM usage_rollup").fetchone() == {"n": 25000}

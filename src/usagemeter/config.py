@@ -70,7 +70,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "USAGEMETER_TICK_SECONDS",
         "2",
-        "How often `usagemeter serve` folds queued usage changes into the rollup (0: never).",
+        "How often `usagemeter serve` folds queued usage changes into the rollup, at once"
+        " again while a backlog remains (0: never).",
     ),
 )
 

@@ -80,12 +80,17 @@ def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
 async def tick_loop(
     pool: AsyncConnectionPool[Any], seconds: float, on_error: Callable[[], object]
 ) -> None:
-    """Tick every `seconds`, forever (harmless on several replicas: one tick at a time)."""
+    """Tick every `seconds`, forever, and again at once while a tick finds a full batch of
+    work (a backlog): the queue never waits on the period (harmless on several replicas:
+    one tick at a time)."""
     while True:
+        done = 0
         try:
             async with pool.connection() as conn:
-                await conn.execute(Q.tick, {"limit": TICK_LIMIT})
+                row = await (await conn.execute(Q.tick, {"limit": TICK_LIMIT})).fetchone()
+            done = (row or {}).get("done") or 0
         except Exception:
             on_error()
             log.exception("rollup tick failed")
-        await asyncio.sleep(seconds)
+        if done < TICK_LIMIT:
+            await asyncio.sleep(seconds)
