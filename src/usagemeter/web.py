@@ -313,14 +313,12 @@ def retrying(handler: Callable[..., Awaitable[Any]], attempts: int = 4) -> Calla
 
     @functools.wraps(handler)
     async def run(*args: Any, **kwargs: Any) -> Any:
-        for attempt in range(attempts):
+        for attempt in range(attempts - 1):
             try:
                 return await handler(*args, **kwargs)
             except _RETRIED:
-                if attempt == attempts - 1:
-                    raise
                 await asyncio.sleep(0.005 * 2**attempt)
-        raise AssertionError("unreachable")
+        return await handler(*args, **kwargs)
 
     # FastAPI reads the handler's parameters; resolve their names where the handler is.
     run.__signature__ = inspect.signature(handler, eval_str=True)  # type: ignore[attr-defined]
