@@ -338,25 +338,8 @@ def http_ms(url: str, s: dict[str, Any], runs: int) -> tuple[float, float]:
         .stdout.strip()
         .splitlines()[-1]
     )
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [*cli, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with serving(url) as port:
         c = http.client.HTTPConnection("127.0.0.1", port)  # one kept-alive connection
-        for _ in range(100):
-            try:
-                c.request("GET", "/healthz")
-                c.getresponse().read()
-                break
-            except OSError:
-                c.close()
-                time.sleep(0.1)
         path = f"/api/runtimes/{s['runtime_id']}/usage?days=90&tz="
 
         def get(tz: str) -> bytes:
@@ -370,6 +353,29 @@ def http_ms(url: str, s: dict[str, Any], runs: int) -> tuple[float, float]:
         for tz in (s["own"], s["other"]):
             assert isinstance(json.loads(get(tz)), list)
         return ms(lambda: get(s["own"]), lambda: get(s["other"]), runs)
+
+
+@contextlib.contextmanager
+def serving(url: str) -> Iterator[int]:
+    """`usagemeter serve` on the database at url, answering on the port yielded."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "DATABASE_URL": url}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "usagemeter.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        yield port
     finally:
         server.terminate()
         server.wait()

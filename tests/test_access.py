@@ -112,6 +112,18 @@ MATRIX: dict[tuple[str, str], tuple[Make, str]] = {
         lambda s: (f"/api/runtimes/{s.rt}/activity", None),
         "401 401 404 404 200 200 200 200",
     ),
+    ("GET", "/api/runtimes/{runtime_id}/usage/timeline"): (
+        lambda s: (f"/api/runtimes/{s.rt}/usage/timeline", None),
+        "401 401 404 404 200 200 200 200",
+    ),
+    ("GET", "/api/usage/timeline"): (
+        lambda s: ("/api/usage/timeline", None),
+        "401 401 404 404 200 200 200 200",
+    ),
+    ("GET", "/api/usage/by-agent"): (
+        lambda s: ("/api/usage/by-agent", None),
+        "401 401 404 404 200 200 200 200",
+    ),
     ("GET", "/api/usage/daily"): (
         lambda s: ("/api/usage/daily", None),
         "401 401 404 404 200 200 200 200",

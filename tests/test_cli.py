@@ -79,6 +79,7 @@ def test_demo_and_status(env: str, client: TestClient) -> None:
     r = runner.invoke(app, ["demo", "--days", "10"])
     assert r.exit_code == 0, r.output
     token = r.output.strip().splitlines()[-1]
+    assert "open http://127.0.0.1:8080/ and sign in with" in " ".join(r.output.split())
     h = auth(token, "demo")
     runtimes = client.get("/api/runtimes", headers=h).json()
     assert {rt["timezone"] for rt in runtimes} == {

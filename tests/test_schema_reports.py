@@ -270,8 +270,12 @@ def test_every_report_route_answers_the_same_with_the_rollup_off(
         f"/api/runtimes/{rid}/usage/by-agent?tz=America/New_York",
         f"/api/runtimes/{rid}/usage/by-hour",
         f"/api/runtimes/{rid}/activity?tz=Asia/Kathmandu",
+        f"/api/runtimes/{rid}/usage/timeline?days=60",
+        f"/api/runtimes/{rid}/usage/timeline?tz=Pacific/Chatham&days=45",
         "/api/usage/daily?days=60&tz=Asia/Kolkata",
         "/api/usage/summary",
+        "/api/usage/by-agent?days=60&tz=Asia/Kathmandu",
+        "/api/usage/timeline?tz=Asia/Kolkata&days=50",
         f"/api/issues/{issue}/usage",
         "/api/runtimes",
     ]

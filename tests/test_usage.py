@@ -395,3 +395,70 @@ def test_sums_past_bigint_are_exact_in_every_report(
         assert [by_model["no-price"][k] for k in TOKENS4] == [str(n)] * 4
         assert by_model["no-price"]["unpriced_tokens"] == str(4 * n)
         assert by_model["claude-sonnet-4-5"]["cost_usd"] == cost
+
+
+def test_the_timeline_lists_every_date_with_its_costs_by_kind_and_tasks_started(
+    client: TestClient, world: World, setup: dict[str, Any]
+) -> None:
+    s, today = setup, setup["today"]
+
+    def spend(days_ago: int, tokens: tuple[int, int, int, int], **kw: Any) -> None:
+        at = today - timedelta(days=days_ago) + timedelta(hours=2)
+        world.usage(world.task(s["a1"], s["rt"], started_at=at), at=at, tokens=tokens, **kw)
+
+    spend(1, (1000, 100, 4000, 500))  # claude-sonnet-4-5: $3, $15, $0.30, $3.75 per M
+    spend(1, (10, 0, 0, 0), model="reported-model", cost=Decimal("1.5"))  # no price: by tokens
+    spend(2, (7, 0, 0, 0), model="mystery")  # no price, no reported cost
+    spend(0, (0, 0, 2000, 0))
+    world.task(s["a2"], s["rt"], started_at=today - timedelta(days=2))  # started, no usage yet
+    rows = get(client, f"/api/runtimes/{s['rt']}/usage/timeline?days=3", s["token"])
+    assert [r["date"] for r in rows] == [str((today - timedelta(days=n)).date()) for n in range(4)]
+    assert list(rows[0]) == [
+        "date",
+        *TOKENS4,
+        "cost_usd",
+        "input_cost_usd",
+        "output_cost_usd",
+        "cache_read_cost_usd",
+        "cache_write_cost_usd",
+        "unpriced_tokens",
+        "cache_savings_usd",
+        "tasks_started",
+    ]
+    by = {r["date"]: r for r in rows}
+    yesterday = by[str((today - timedelta(days=1)).date())]
+    assert [yesterday[k] for k in TOKENS4] == [1010, 100, 4000, 500]
+    # $0.003 + $0.0015 + $0.0012 + $0.001875 at the price, and $1.5 reported: all input.
+    assert yesterday["cost_usd"] == 1.507575
+    assert [
+        yesterday[f"{k}_cost_usd"] for k in ("input", "output", "cache_read", "cache_write")
+    ] == [1.503, 0.0015, 0.0012, 0.001875]
+    assert yesterday["cache_savings_usd"] == 0.0108  # 4,000 cache reads at $3 - $0.30 per M
+    assert (yesterday["unpriced_tokens"], yesterday["tasks_started"]) == (0, 2)
+    before = by[str((today - timedelta(days=2)).date())]
+    assert (before["unpriced_tokens"], before["cost_usd"], before["tasks_started"]) == (7, 0, 2)
+    assert by[str(today.date())]["cache_savings_usd"] == 0.0054
+    empty = by[str((today - timedelta(days=3)).date())]
+    assert [empty[k] for k in TOKENS4] == [0, 0, 0, 0] and empty["tasks_started"] == 0
+    # The workspace's timeline is its runtimes' (one here), in the caller's zone.
+    assert get(client, "/api/usage/timeline?days=3", s["token"], "acme") == rows
+
+
+def test_workspace_by_agent_sums_the_runtimes(
+    client: TestClient, world: World, setup: dict[str, Any]
+) -> None:
+    s = setup
+    other_rt = world.runtime(s["ws"], tz="Asia/Kolkata")
+    a3 = world.agent(s["ws"], other_rt, "a3")
+    at = s["today"] - timedelta(days=1)
+    for agent, rt, model in [(s["a1"], s["rt"], "m1"), (a3, other_rt, "m1"), (a3, other_rt, "m2")]:
+        task = world.task(agent, rt)
+        world.usage(task, model=model, at=at, tokens=(10, 1, 0, 0))
+    beta = world.workspace("beta")
+    beta_rt = world.runtime(beta)
+    world.usage(world.task(world.agent(beta, beta_rt), beta_rt), model="m1", at=at)
+    rows = get(client, "/api/usage/by-agent?days=7", s["token"], "acme")
+    assert [
+        (r["agent_id"], r["model"], r["input_tokens"], r["task_count"]) for r in rows
+    ] == sorted([(str(s["a1"]), "m1", 10, 1), (str(a3), "m1", 10, 1), (str(a3), "m2", 10, 1)])
+    assert list(rows[0]) == ["agent_id", "model", *TOKENS4, "task_count", *COST]

@@ -175,6 +175,12 @@ def test_a_nul_in_the_query_string_is_400(
     assert refused(r) == "invalid query string: NUL character"
 
 
+@pytest.mark.parametrize("path", ["/api/runtimes/%00/usage", "/api/issues/a%00b/usage", "/w/%00"])
+def test_a_nul_in_the_path_is_400(client: TestClient, scene: dict[str, Any], path: str) -> None:
+    r = client.get(path, headers=auth(scene["token"]))
+    assert refused(r) == "invalid path: NUL character"
+
+
 def test_nesting_past_the_parsers_limit_is_400(
     client: TestClient, scene: dict[str, Any], db: psycopg.Connection[Row]
 ) -> None:

@@ -18,9 +18,11 @@ from usagemeter import (
     __version__,
     agents,
     daemon,
+    forms,
     ingest,
     issues,
     metrics,
+    pages,
     pricing,
     runtimes,
     tasks,
@@ -51,9 +53,12 @@ ROUTES: list[Route] = [
     Route("GET", "/api/runtimes/{runtime_id}/usage/by-agent", usage.runtime_usage_by_agent),
     Route("GET", "/api/runtimes/{runtime_id}/usage/by-hour", usage.runtime_usage_by_hour),
     Route("GET", "/api/runtimes/{runtime_id}/activity", usage.runtime_activity),
+    Route("GET", "/api/runtimes/{runtime_id}/usage/timeline", usage.runtime_timeline),
     # Workspace and issue reports (docs/api.md)
     Route("GET", "/api/usage/daily", usage.workspace_daily, workspace=True),
     Route("GET", "/api/usage/summary", usage.workspace_summary, workspace=True),
+    Route("GET", "/api/usage/by-agent", usage.workspace_by_agent, workspace=True),
+    Route("GET", "/api/usage/timeline", usage.workspace_timeline, workspace=True),
     Route("GET", "/api/issues/{issue_id}/usage", usage.issue_usage),
     # Ingest (docs/api.md: ingest)
     Route("POST", "/api/daemon/register", daemon.register, daemon.RegisterBody, (403,)),
@@ -106,6 +111,24 @@ ROUTES: list[Route] = [
 ]
 
 
+# The pages (pages.py): HTML for people, signed in with a session cookie; not in the API's
+# description. Every form posts its CSRF token.
+PAGES: list[Route] = [
+    Route("GET", "/", pages.home),
+    Route("POST", "/signin", forms.signin),
+    Route("POST", "/signout", forms.signout),
+    Route("POST", "/zone", forms.set_viewer_zone),
+    Route("GET", "/w", pages.switch),
+    Route("GET", "/w/{slug}", pages.workspace_page),
+    Route("GET", "/w/{slug}/runtimes", pages.runtimes_page),
+    Route("GET", "/w/{slug}/runtimes/{runtime_id}", pages.runtime_page),
+    Route("POST", "/w/{slug}/runtimes/{runtime_id}/zone", forms.set_runtime_zone),
+    Route("GET", "/w/{slug}/prices", pages.prices_page),
+    Route("POST", "/w/{slug}/prices", forms.set_price),
+    Route("POST", "/w/{slug}/prices/{price_id}/delete", forms.delete_price),
+]
+
+
 STATIC = Path(__file__).with_name("static")
 
 
@@ -152,6 +175,7 @@ def create_app(cfg: Config, database_url: str) -> FastAPI:
     app.state.zones = set()  # zones this process has registered with the rollup
     app.state.runtime_zones = set()  # (runtime, zone) pairs it has asked day buckets in
     install_error_handlers(app)
+    app.add_middleware(pages.Compressed)
     app.add_middleware(metrics.Measure)
     app.add_middleware(Guard, max_body=cfg.max_body, body_timeout=cfg.body_timeout)
     for route in ROUTES:
@@ -160,6 +184,13 @@ def create_app(cfg: Config, database_url: str) -> FastAPI:
             retrying(route.handler),
             methods=[route.method],
             summary=_summary(route.handler),
+        )
+    for route in PAGES:
+        app.add_api_route(
+            route.path,
+            retrying(pages.page(route.handler)),
+            methods=[route.method],
+            include_in_schema=False,
         )
     app.openapi = lambda: describe_api(app, ROUTES)  # type: ignore[method-assign]
     return app

@@ -266,7 +266,12 @@ def _date(value: str | None) -> date | None:
 @app.command()
 def demo(
     workspace: Annotated[str, typer.Option(help="Workspace slug to fill.")] = "demo",
-    days: Annotated[int, typer.Option(min=1, max=365, help="Days of history to generate.")] = 30,
+    days: Annotated[
+        int,
+        typer.Option(
+            min=1, max=365, help="Days of history to generate (26 weeks: a full heatmap)."
+        ),
+    ] = 182,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
 ) -> None:
     """Fill a workspace with runtimes, agents, issues and usage; print an owner token."""
@@ -287,6 +292,10 @@ def demo(
             raise typer.BadParameter(str(e), param_hint="--workspace") from None
         summary = demo_data.fill(conn, slug=workspace, days=days, seed=seed)
     err.print(summary)
+    err.print(
+        f"Pages: run `usagemeter serve`, open http://{cfg.host}:{cfg.port}/ and sign in with"
+        f" this token (the API takes it as `Authorization: Bearer …`):"
+    )
     print(token)
 
 

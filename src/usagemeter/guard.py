@@ -19,7 +19,7 @@ def too_large(max_body: int) -> JSONResponse:
 
 class Guard:
     """What every request goes through before the application sees it:
-    - a query string with a NUL character is 400;
+    - a path or query string with a NUL character is 400;
     - the body is read whole first, so no database connection waits on a slow client: over
       `max_body` bytes it is 413 (by its Content-Length before a byte is read, or as soon as
       a body sent without one grows past it), not all there within `body_timeout` seconds
@@ -40,8 +40,9 @@ class Guard:
         if length is not None and int(length) > self.max_body:
             await too_large(self.max_body)(scope, receive, send)
             return
-        if b"%00" in scope["query_string"]:
-            await error_response(400, "invalid query string: NUL character")(scope, receive, send)
+        if b"%00" in scope["query_string"] or "\x00" in scope["path"]:
+            where = "path" if "\x00" in scope["path"] else "query string"
+            await error_response(400, f"invalid {where}: NUL character")(scope, receive, send)
             return
         try:
             body = await asyncio.wait_for(self._body(receive), self.body_timeout)

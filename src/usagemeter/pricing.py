@@ -15,7 +15,7 @@ import psycopg
 from fastapi import Request, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from usagemeter.auth import MANAGERS, CallerDep, current_workspace
+from usagemeter.auth import MANAGERS, CallerDep, Workspace, current_workspace
 from usagemeter.db import AConn, Row, many, one, queries
 from usagemeter.web import (
     ApiError,
@@ -69,11 +69,9 @@ def _list_params(
     return {"workspace_id": workspace_id, "model": model or None, "id": id}
 
 
-async def _manager_workspace(request: Request, caller: CallerDep, conn: AConn) -> UUID:
-    ws = await current_workspace(request, caller, conn)
+def _require_manager(ws: Workspace) -> None:
     if ws.role not in MANAGERS:
         raise ApiError(403, "only workspace owners and admins can change prices")
-    return ws.id
 
 
 async def list_prices(
@@ -98,10 +96,9 @@ async def effective_prices(
 async def set_price(request: Request, caller: CallerDep, conn: Conn) -> Response:
     """Create or replace a workspace override (owners and admins)."""
     body = await parse_model(request, PriceIn)
-    ws_id = await _manager_workspace(request, caller, conn)
-    row = await one(conn, Q.set_price, body.params(ws_id))
-    assert row is not None
-    return exact_json(await one(conn, Q.list_prices, _list_params(ws_id, id=row["id"])))
+    ws = await current_workspace(request, caller, conn)
+    price_id = await store(conn, ws, body)
+    return exact_json(await one(conn, Q.list_prices, _list_params(ws.id, id=price_id)))
 
 
 async def delete_price(
@@ -109,14 +106,28 @@ async def delete_price(
 ) -> dict[str, str]:
     """Remove a workspace override (owners and admins); global prices are the operator's."""
     pid = parse_uuid(price_id, "price_id")
-    ws_id = await _manager_workspace(request, caller, conn)
-    entry = await one(conn, Q.price_scope, {"id": pid})
-    if entry is None or entry["workspace_id"] not in (None, ws_id):
+    ws = await current_workspace(request, caller, conn)
+    await remove(conn, ws, pid)
+    return {"status": "ok"}
+
+
+async def store(conn: AConn, ws: Workspace, entry: PriceIn) -> UUID:
+    """Create or replace the workspace's entry (owners and admins); its id."""
+    _require_manager(ws)
+    row = await one(conn, Q.set_price, entry.params(ws.id))
+    assert row is not None
+    return UUID(str(row["id"]))
+
+
+async def remove(conn: AConn, ws: Workspace, price_id: UUID) -> None:
+    """Remove one of the workspace's entries (owners and admins)."""
+    _require_manager(ws)
+    entry = await one(conn, Q.price_scope, {"id": price_id})
+    if entry is None or entry["workspace_id"] not in (None, ws.id):
         raise not_found("price")
     if entry["workspace_id"] is None:
         raise ApiError(403, "global prices are changed with the `usagemeter prices` command")
-    await conn.execute(Q.delete_price, {"id": pid})
-    return {"status": "ok"}
+    await conn.execute(Q.delete_price, {"id": price_id})
 
 
 # The CLI's side: a synchronous connection, the global catalogue or a workspace by slug.

@@ -53,12 +53,18 @@ async def list_runtimes(
     ws = await current_workspace(request, caller, conn)
     params = {
         "workspace_id": ws.id,
+        "slug": None,
         "mine": owner == "me",
         "user_id": caller.user_id,
+        "runtime_id": None,
         "rollup": rollup_enabled(request),
     }
-    rows = await many(conn, Q.list_runtimes, params)
-    return exact_json([{**r.pop("runtime"), **r} for r in rows])
+    return exact_json(runtime_rows(await many(conn, Q.list_runtimes, params)))
+
+
+def runtime_rows(rows: list[Row]) -> list[Row]:
+    """list_runtimes' rows as the API answers them: the runtime's fields and its costs."""
+    return [{**r.pop("runtime"), **r} for r in rows]
 
 
 async def patch_runtime(runtime_id: str, request: Request, caller: CallerDep, conn: Conn) -> Any:
@@ -75,10 +81,15 @@ async def patch_runtime(runtime_id: str, request: Request, caller: CallerDep, co
         if not (timezone == "" or is_zone(timezone)):
             raise bad_request("invalid IANA timezone")
         timezone = timezone or "UTC"
-    runtime = await runtime_for_caller(conn, caller, rid)
+    return await set_zone(conn, caller, rid, timezone)
+
+
+async def set_zone(conn: AConn, caller: Caller, runtime_id: UUID, zone: str | None) -> Any:
+    """Set a runtime's zone (None: leave it) if the caller may edit it; the runtime."""
+    runtime = await runtime_for_caller(conn, caller, runtime_id)
     if not _may_edit(runtime, caller):
         raise ApiError(403, "you can only edit your own runtimes")
-    row = await one(conn, Q.set_runtime_timezone, {"id": rid, "timezone": timezone})
+    row = await one(conn, Q.set_runtime_timezone, {"id": runtime_id, "timezone": zone})
     if row is None:
         raise ApiError(404, "runtime not found")
     return row["runtime"]

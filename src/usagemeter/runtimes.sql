@@ -6,8 +6,9 @@ FROM agent_runtime r
 WHERE r.id = %(id)s;
 
 -- name: list_runtimes
--- The workspace's runtimes, oldest first; optionally only the caller's own. Each with
--- its cost over the 7 local days before today in its own zone, and the 7 days before.
+-- The workspace's runtimes (by id, else slug), oldest first; optionally only the caller's
+-- own, or one. Each with its cost over the 7 local days before today in its own zone, and
+-- the 7 days before.
 SELECT runtime_json(r) AS runtime,
        usd(c.cost_7d) AS cost_7d_usd, usd(c.cost_prev_7d) AS cost_prev_7d_usd,
        coalesce(c.unpriced_7d, 0) AS unpriced_7d_tokens,
@@ -23,8 +24,10 @@ CROSS JOIN LATERAL (
                       p_runtime_id => r.id, p_by_date => true,
                       p_rollup => %(rollup)s) u ON u.date < d.today
 ) c
-WHERE r.workspace_id = %(workspace_id)s
+WHERE r.workspace_id = coalesce(%(workspace_id)s::uuid,
+                               (SELECT w.id FROM workspace w WHERE w.slug = %(slug)s))
   AND (NOT %(mine)s OR r.owner_id = %(user_id)s)
+  AND (%(runtime_id)s::uuid IS NULL OR r.id = %(runtime_id)s)
 ORDER BY r.created_at, r.id;
 
 -- name: set_runtime_timezone

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 from uuid import UUID
 
 from fastapi import Request, Response
 
-from usagemeter.auth import CallerDep, current_workspace
-from usagemeter.db import AConn, one, queries
+from usagemeter.auth import Caller, CallerDep, current_workspace
+from usagemeter.db import AConn, Row, one, queries
 from usagemeter.issues import issue_for_caller
 from usagemeter.runtimes import runtime_for_caller
 from usagemeter.web import (
@@ -51,10 +52,44 @@ async def _zone(
 Handler = Callable[..., Awaitable[Response]]
 
 
+async def runtime_params(
+    request: Request,
+    conn: AConn,
+    caller: Caller,
+    runtime_id: UUID,
+    zone: str | None,
+    day_buckets: bool = False,
+) -> tuple[Row, dict[str, Any]]:
+    """The runtime (if the caller may see it, else 404) and the parameters of its reports
+    in `zone` (default the runtime's). With day_buckets, a read in a new zone has the
+    rollup cut the runtime's day buckets in it."""
+    runtime = await runtime_for_caller(conn, caller, runtime_id)
+    await _zone(request, conn, zone, runtime["workspace_id"], runtime_id if day_buckets else None)
+    return runtime, {
+        "runtime_id": runtime_id,
+        "workspace_id": runtime["workspace_id"],
+        "tz": zone or runtime["timezone"],
+        "rollup": rollup_enabled(request),
+    }
+
+
+async def workspace_params(
+    request: Request, conn: AConn, caller: Caller, workspace_id: UUID, zone: str | None
+) -> dict[str, Any]:
+    """The parameters of a workspace's reports in `zone` (default the caller's own zone,
+    else UTC)."""
+    await _zone(request, conn, zone, workspace_id)
+    return {
+        "runtime_id": None,
+        "workspace_id": workspace_id,
+        "tz": zone or caller.timezone or "UTC",
+        "rollup": rollup_enabled(request),
+    }
+
+
 def runtime_report(query: str, default_days: int, doc: str, day_buckets: bool = False) -> Handler:
     """The handler of a runtime report: `query` over `days` (default `default_days`) in `tz`
-    (default the runtime's zone). With day_buckets, a read in a new zone has the rollup cut
-    the runtime's day buckets in it."""
+    (default the runtime's zone)."""
 
     async def handler(
         runtime_id: str,
@@ -65,13 +100,9 @@ def runtime_report(query: str, default_days: int, doc: str, day_buckets: bool = 
         tz: str | None = None,
     ) -> Response:
         rid = parse_uuid(runtime_id, "runtime_id")
-        n = parse_days(days, default_days)
-        zone = parse_tz(tz)
-        runtime = await runtime_for_caller(conn, caller, rid)
-        await _zone(request, conn, zone, runtime["workspace_id"], rid if day_buckets else None)
-        tz_name = zone or runtime["timezone"]
-        params = {"runtime_id": rid, "days": n, "tz": tz_name, "rollup": rollup_enabled(request)}
-        return await json_rows(conn, query, params)
+        n, zone = parse_days(days, default_days), parse_tz(tz)
+        _, params = await runtime_params(request, conn, caller, rid, zone, day_buckets)
+        return await json_rows(conn, query, {**params, "days": n})
 
     handler.__doc__ = doc
     return handler
@@ -85,6 +116,13 @@ runtime_usage = runtime_report(
 )
 runtime_usage_by_agent = runtime_report(
     Q.runtime_usage_by_agent, 30, "Tokens and task counts per agent and model (default 30 days)."
+)
+runtime_timeline = runtime_report(
+    Q.usage_timeline,
+    30,
+    "Per local date, every date listed (default 30 days): tokens, cost and its split by"
+    " kind, unpriced tokens, cache savings, tasks started.",
+    day_buckets=True,
 )
 runtime_usage_by_hour = runtime_report(
     Q.runtime_usage_by_hour,
@@ -102,14 +140,7 @@ async def runtime_activity(
 ) -> Response:
     """Started tasks per local hour of day, all time (`days` is ignored)."""
     rid = parse_uuid(runtime_id, "runtime_id")
-    zone = parse_tz(tz)
-    runtime = await runtime_for_caller(conn, caller, rid)
-    await _zone(request, conn, zone, runtime["workspace_id"])
-    params = {
-        "runtime_id": rid,
-        "tz": zone or runtime["timezone"],
-        "rollup": rollup_enabled(request),
-    }
+    _, params = await runtime_params(request, conn, caller, rid, parse_tz(tz))
     return await json_rows(conn, Q.runtime_activity, params)
 
 
@@ -126,14 +157,8 @@ def workspace_report(query: str, doc: str) -> Handler:
     ) -> Response:
         n, zone = parse_days(days, 30), parse_tz(tz)
         ws = await current_workspace(request, caller, conn)
-        await _zone(request, conn, zone, ws.id)
-        params = {
-            "workspace_id": ws.id,
-            "days": n,
-            "tz": zone or caller.timezone or "UTC",
-            "rollup": rollup_enabled(request),
-        }
-        return await json_rows(conn, query, params)
+        params = await workspace_params(request, conn, caller, ws.id, zone)
+        return await json_rows(conn, query, {**params, "days": n})
 
     handler.__doc__ = doc
     return handler
@@ -145,6 +170,15 @@ workspace_daily = workspace_report(
 )
 workspace_summary = workspace_report(
     Q.workspace_summary, "Tokens and task counts per model of the whole workspace, biggest first."
+)
+workspace_by_agent = workspace_report(
+    Q.workspace_usage_by_agent,
+    "Tokens and task counts per agent and model of the whole workspace (default 30 days).",
+)
+workspace_timeline = workspace_report(
+    Q.usage_timeline,
+    "The workspace per local date, every date listed (default 30 days): tokens, cost and its"
+    " split by kind, unpriced tokens, cache savings, tasks started.",
 )
 
 

@@ -102,3 +102,198 @@ SELECT register_report_zone(%(tz)s, %(workspace_id)s) AS registered;
 
 -- name: register_runtime_zone
 SELECT register_runtime_zone(%(runtime_id)s, %(tz)s);
+
+-- name: workspace_usage_by_agent
+-- Tokens, distinct tasks and cost of a workspace per agent and model: the sum of its
+-- runtimes' reports (workspace buckets have no agent; a runtime's have, and a task and its
+-- usage belong to one runtime, so the sums and distinct counts are exact).
+SELECT r.agent_id, r.model,
+       sum(r.input_tokens) AS input_tokens, sum(r.output_tokens) AS output_tokens,
+       sum(r.cache_read_tokens) AS cache_read_tokens,
+       sum(r.cache_write_tokens) AS cache_write_tokens,
+       sum(r.task_count)::bigint AS task_count, usd(sum(r.cost_units)) AS cost_usd,
+       sum(r.unpriced_tokens) AS unpriced_tokens
+FROM agent_runtime rt
+CROSS JOIN LATERAL usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
+                                p_runtime_id => rt.id, p_by_agent => true, p_by_model => true,
+                                p_count_tasks => true, p_rollup => %(rollup)s) r
+WHERE rt.workspace_id = %(workspace_id)s
+GROUP BY r.agent_id, r.model
+ORDER BY r.agent_id, r.model COLLATE "C";
+
+-- name: usage_timeline
+-- One runtime (else a workspace) per local date, every date of the window listed: tokens,
+-- cost, its split over the four kinds (in proportion to each kind's tokens at the model's
+-- price of today, else to its tokens: the parts sum to the cost within rounding),
+-- unpriced tokens, what cache reads saved against the input price (each model at its price
+-- of today; none for a model without one) and the tasks started.
+WITH scope AS (
+    SELECT usage_since(now(), %(tz)s, %(days)s) AS since,
+           (now() AT TIME ZONE %(tz)s)::date AS today
+), cell AS (
+    SELECT r.date, r.provider, r.model, r.input_tokens, r.output_tokens,
+           r.cache_read_tokens, r.cache_write_tokens, r.cost_units, r.unpriced_tokens
+    FROM scope, usage_report(scope.since, %(tz)s,
+                             p_runtime_id => %(runtime_id)s,
+                             p_workspace_id => CASE WHEN %(runtime_id)s::uuid IS NULL
+                                                    THEN %(workspace_id)s::uuid END,
+                             p_by_date => true, p_by_provider => true, p_by_model => true,
+                             p_rollup => %(rollup)s) r
+), price AS (
+    SELECT k.provider, k.model, s.price
+    FROM (SELECT DISTINCT provider, model FROM cell) k
+    CROSS JOIN LATERAL price_segments(%(workspace_id)s, k.provider, k.model) s
+    WHERE s.valid @> utc_day(now())
+), weighed AS (
+    SELECT c.*, w.*, w.input + w.output + w.cache_read + w.cache_write AS total,
+           c.cache_read_tokens * ((p.price).input - (p.price).cache_read) AS saved_units
+    FROM cell c
+    LEFT JOIN price p ON (p.provider, p.model) = (c.provider, c.model)
+    CROSS JOIN LATERAL (
+        -- Weights in float8: the split is an allocation, and numeric division cost 5 ms of a
+        -- 182-day timeline.
+        SELECT c.input_tokens::float8 * coalesce((p.price).input, 1) AS input,
+               c.output_tokens::float8 * coalesce((p.price).output, 1) AS output,
+               c.cache_read_tokens::float8 * coalesce((p.price).cache_read, 1) AS cache_read,
+               c.cache_write_tokens::float8 * coalesce((p.price).cache_write, 1) AS cache_write
+    ) w
+), per_date AS (
+    SELECT w.date,
+           sum(w.input_tokens) AS input_tokens, sum(w.output_tokens) AS output_tokens,
+           sum(w.cache_read_tokens) AS cache_read_tokens,
+           sum(w.cache_write_tokens) AS cache_write_tokens,
+           sum(w.cost_units) AS cost_units,
+           round(sum(w.cost_units::float8 * w.input / nullif(w.total, 0)))::numeric AS input_units,
+           round(sum(w.cost_units::float8 * w.output / nullif(w.total, 0)))::numeric AS output_units,
+           round(sum(w.cost_units::float8 * w.cache_read / nullif(w.total, 0)))::numeric AS cache_read_units,
+           round(sum(w.cost_units::float8 * w.cache_write / nullif(w.total, 0)))::numeric AS cache_write_units,
+           sum(w.unpriced_tokens) AS unpriced_tokens, sum(w.saved_units) AS saved_units
+    FROM weighed w
+    GROUP BY w.date
+), started AS (
+    -- A task runs on one runtime: the workspace's are its runtimes' (each an index range).
+    SELECT (t.started_at AT TIME ZONE %(tz)s)::date AS date, count(*) AS n
+    FROM agent_runtime r
+    JOIN agent_task_queue t ON t.runtime_id = r.id
+    WHERE (r.id = %(runtime_id)s
+           OR (%(runtime_id)s::uuid IS NULL AND r.workspace_id = %(workspace_id)s))
+      AND t.started_at >= (SELECT since FROM scope)
+    GROUP BY 1
+)
+SELECT g.date::date AS date,
+       coalesce(d.input_tokens, 0) AS input_tokens,
+       coalesce(d.output_tokens, 0) AS output_tokens,
+       coalesce(d.cache_read_tokens, 0) AS cache_read_tokens,
+       coalesce(d.cache_write_tokens, 0) AS cache_write_tokens,
+       usd(d.cost_units) AS cost_usd,
+       usd(d.input_units) AS input_cost_usd, usd(d.output_units) AS output_cost_usd,
+       usd(d.cache_read_units) AS cache_read_cost_usd,
+       usd(d.cache_write_units) AS cache_write_cost_usd,
+       coalesce(d.unpriced_tokens, 0) AS unpriced_tokens,
+       usd(d.saved_units) AS cache_savings_usd,
+       coalesce(t.n, 0) AS tasks_started
+FROM scope
+-- Every date to today, and to any later date holding usage (it counts, as in every report).
+CROSS JOIN LATERAL generate_series((scope.since AT TIME ZONE %(tz)s)::date,
+                                   greatest(scope.today, (SELECT max(date) FROM per_date)),
+                                   interval '1 day') g(date)
+LEFT JOIN per_date d ON d.date = g.date::date
+LEFT JOIN started t ON t.date = g.date::date
+ORDER BY g.date DESC;
+
+-- name: register_zone
+SELECT register_report_zone(%(tz)s, %(workspace_id)s) AS registered;
+
+-- name: register_runtime_zone
+SELECT register_runtime_zone(%(runtime_id)s, %(tz)s);
+
+-- name: workspace_usage_by_agent
+-- Tokens, distinct tasks and cost of a workspace per agent and model: the sum of its
+-- runtimes' reports (workspace buckets have no agent; a runtime's have, and a task and its
+-- usage belong to one runtime, so the sums and distinct counts are exact).
+SELECT r.agent_id, r.model,
+       sum(r.input_tokens) AS input_tokens, sum(r.output_tokens) AS output_tokens,
+       sum(r.cache_read_tokens) AS cache_read_tokens,
+       sum(r.cache_write_tokens) AS cache_write_tokens,
+       sum(r.task_count)::bigint AS task_count, usd(sum(r.cost_units)) AS cost_usd,
+       sum(r.unpriced_tokens) AS unpriced_tokens
+FROM agent_runtime rt
+CROSS JOIN LATERAL usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
+                                p_runtime_id => rt.id, p_by_agent => true, p_by_model => true,
+                                p_count_tasks => true, p_rollup => %(rollup)s) r
+WHERE rt.workspace_id = %(workspace_id)s
+GROUP BY r.agent_id, r.model
+ORDER BY r.agent_id, r.model COLLATE "C";
+
+-- name: usage_totals
+-- Totals of one runtime (else a workspace) over the 7, 30 and 90 whole local days before
+-- today and the as many days before those: tokens, cost, unpriced tokens, tasks started,
+-- what cache reads saved against the input price (each model at the price in force today;
+-- none for a model without one) and the share of prompt tokens read from cache.
+WITH scope AS (
+    SELECT (now() AT TIME ZONE %(tz)s)::date AS today,
+           usage_since(now(), %(tz)s, 180) AS since, usage_since(now(), %(tz)s, 0) AS until
+), daily AS (
+    SELECT r.date, r.provider, r.model, r.input_tokens, r.output_tokens,
+           r.cache_read_tokens, r.cache_write_tokens, r.cost_units, r.unpriced_tokens
+    FROM scope, usage_report(scope.since, %(tz)s,
+                             p_runtime_id => %(runtime_id)s,
+                             p_workspace_id => CASE WHEN %(runtime_id)s::uuid IS NULL
+                                                    THEN %(workspace_id)s::uuid END,
+                             p_by_date => true, p_by_provider => true, p_by_model => true,
+                             p_rollup => %(rollup)s) r
+), saving AS (
+    SELECT k.provider, k.model, (s.price).input - (s.price).cache_read AS per_token
+    FROM (SELECT DISTINCT provider, model FROM daily WHERE cache_read_tokens > 0) k
+    CROSS JOIN LATERAL price_segments(%(workspace_id)s, k.provider, k.model) s
+    WHERE upper_inf(s.valid)
+), started AS (
+    -- One branch per scope, each an index range (the runtime's, else its agents').
+    SELECT (t.started_at AT TIME ZONE %(tz)s)::date AS date, count(*) AS n
+    FROM scope, agent_task_queue t
+    WHERE %(runtime_id)s::uuid IS NOT NULL AND t.runtime_id = %(runtime_id)s
+      AND t.started_at >= scope.since AND t.started_at < scope.until
+    GROUP BY 1
+    UNION ALL
+    SELECT (t.started_at AT TIME ZONE %(tz)s)::date, count(*)
+    FROM scope, agent a JOIN agent_task_queue t ON t.agent_id = a.id
+    WHERE %(runtime_id)s::uuid IS NULL AND a.workspace_id = %(workspace_id)s
+      AND t.started_at >= scope.since AND t.started_at < scope.until
+    GROUP BY 1
+), period AS (
+    SELECT n.days, p.period,
+           scope.today - n.days * p.back AS first_date,
+           scope.today - n.days * (p.back - 1) - 1 AS last_date
+    FROM scope, (VALUES (7), (30), (90)) n(days),
+         (VALUES ('current', 1), ('previous', 2)) p(period, back)
+)
+SELECT p.days, p.period,
+       to_char(p.first_date, 'YYYY-MM-DD') AS first_date,
+       to_char(p.last_date, 'YYYY-MM-DD') AS last_date,
+       coalesce(u.input_tokens, 0) AS input_tokens,
+       coalesce(u.output_tokens, 0) AS output_tokens,
+       coalesce(u.cache_read_tokens, 0) AS cache_read_tokens,
+       coalesce(u.cache_write_tokens, 0) AS cache_write_tokens,
+       usd(u.cost_units) AS cost_usd,
+       coalesce(u.unpriced_tokens, 0) AS unpriced_tokens,
+       coalesce(t.n, 0) AS task_count,
+       usd(u.saved_units) AS cache_savings_usd,
+       round(u.cache_read_tokens
+             / nullif(u.input_tokens + u.cache_read_tokens + u.cache_write_tokens, 0), 4)
+           AS cache_hit_rate
+FROM period p
+LEFT JOIN LATERAL (
+    SELECT sum(d.input_tokens) AS input_tokens, sum(d.output_tokens) AS output_tokens,
+           sum(d.cache_read_tokens) AS cache_read_tokens,
+           sum(d.cache_write_tokens) AS cache_write_tokens,
+           sum(d.cost_units) AS cost_units, sum(d.unpriced_tokens) AS unpriced_tokens,
+           sum(d.cache_read_tokens * s.per_token) AS saved_units
+    FROM daily d
+    LEFT JOIN saving s ON (s.provider, s.model) = (d.provider, d.model)
+    WHERE d.date BETWEEN p.first_date AND p.last_date
+) u ON true
+LEFT JOIN LATERAL (
+    SELECT sum(s.n)::bigint AS n FROM started s
+    WHERE s.date BETWEEN p.first_date AND p.last_date
+) t ON true
+ORDER BY p.days, p.period;

@@ -1,6 +1,7 @@
 -- Release 0.2.0: token sums that never overflow, runtimes only their owners merge, reports
 -- that read their own scope's task-count corrections only, a tick that one workspace's
--- rows cannot stop, at most 16 offsets added by one workspace's reports.
+-- rows cannot stop, at most 16 offsets added by one workspace's reports, sessions of the
+-- pages.
 --
 -- Token sums that never overflow. The rollup's buckets sum tokens as numeric
 -- (a bigint sum overflowed past 9.2e18 and stopped every report of the workspace and every
@@ -707,3 +708,19 @@ BEGIN
     RETURN true;
 END
 $$;
+
+-- A browser signed in to the pages with a personal access token: the cookie holds a random
+-- token, the row its hash. Revoking the access token (its row deleted) ends its sessions.
+-- INVARIANT: a session authorises pages only; /api/* reads the Authorization header alone.
+CREATE TABLE web_session (
+    id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    token_hash bytea NOT NULL UNIQUE,
+    token_id   uuid NOT NULL REFERENCES api_token (id) ON DELETE CASCADE,
+    csrf_token text NOT NULL,  -- every form of the session carries it
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL
+);
+
+CREATE INDEX idx_web_session_token_id ON web_session (token_id);
+
+CREATE INDEX idx_web_session_expires_at ON web_session (expires_at);

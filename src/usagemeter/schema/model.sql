@@ -142,6 +142,22 @@ CREATE TABLE api_token (
     CHECK ((kind = 'pat' AND user_id IS NOT NULL) OR (kind = 'daemon' AND workspace_id IS NOT NULL))
 );
 
+-- A browser signed in to the pages with a personal access token: the cookie holds a random
+-- token, the row its hash. Revoking the access token (its row deleted) ends its sessions.
+-- INVARIANT: a session authorises pages only; /api/* reads the Authorization header alone.
+CREATE TABLE web_session (
+    id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    token_hash bytea NOT NULL UNIQUE,
+    token_id   uuid NOT NULL REFERENCES api_token (id) ON DELETE CASCADE,
+    csrf_token text NOT NULL,  -- every form of the session carries it
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL
+);
+
+CREATE INDEX idx_web_session_token_id ON web_session (token_id);
+
+CREATE INDEX idx_web_session_expires_at ON web_session (expires_at);
+
 CREATE FUNCTION caller_role(p_workspace_id uuid, p_user_id uuid, p_daemon_workspace_id uuid)
 RETURNS text
 LANGUAGE sql STABLE AS $$
