@@ -23,8 +23,8 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.conftest import World
 from usagemeter import demo
+from usagemeter.charts import usd
 from usagemeter.db import Row
-from usagemeter.pages import usd
 
 CHROMIUM = os.environ.get("USAGEMETER_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -140,6 +140,7 @@ def test_the_workspace_page_shows_what_its_api_requests_answer(
     browser: Browser, site: dict[str, Any]
 ) -> None:
     w = Watched(browser)
+    shot(w.open(site["url"] + "/"), "signin")
     page = sign_in(w, site)
     page = w.open(site["url"] + "/w/demo?days=30")
     assert page.locator("canvas").count() == 1 and page.locator(".canvas").is_visible()
@@ -291,16 +292,16 @@ def test_setting_a_price_for_an_unpriced_model_shows_its_cost(
         page.fill(f"input[name={name}_per_mtok]", price)
     with page.expect_navigation():
         page.click("button:text('Save price')")
-    assert page.locator("[data-unpriced]").count() == 0
-    assert "Every token of the last 90 days is priced." in page.content()
-    assert page.locator("#prices tr.workspace th").all_inner_texts() == ["gemini-2.5-flash"]
-    page = w.open(site["url"] + "/w/demo")
+    assert page.url.endswith("/w/demo")  # back where the notice was, with the new cost
     assert page.locator("[data-unpriced]").count() == 0
     summary = api(site, "/api/usage/summary?workspace_slug=demo&days=30")
     flash = next(r for r in summary if r["model"] == "gemini-2.5-flash")
     assert flash["cost_usd"] > 0 and flash["unpriced_tokens"] == 0
     shown = value(page, "#models tr[data-key='gemini-2.5-flash'] .cost [data-value]")
     assert shown == flash["cost_usd"]
+    page = w.open(site["url"] + "/w/demo/prices")
+    assert "Every token of the last 90 days is priced." in page.content()
+    assert page.locator("#prices tr.workspace th").all_inner_texts() == ["gemini-2.5-flash"]
     assert w.errors == []
 
 

@@ -9,10 +9,13 @@ from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import World, auth
 from tests.test_session import csrf_of, sign_in
@@ -113,6 +116,23 @@ def test_bad_page_input_is_a_clear_4xx(
     assert r.status_code == status and message in r.text, r.text
 
 
+PRICE = {
+    "model": "m",
+    "input_per_mtok": "1",
+    "output_per_mtok": "1",
+    "cache_read_per_mtok": "1",
+    "cache_write_per_mtok": "1",
+}
+
+
+def written(db: psycopg.Connection[Row]) -> Any:
+    """What the forms may write: prices, the runtime's zone, the viewer's zone."""
+    return db.execute(
+        "SELECT (SELECT count(*) FROM model_price) AS prices,"
+        ' (SELECT timezone FROM agent_runtime) AS zone, (SELECT timezone FROM "user") AS me'
+    ).fetchone()
+
+
 def user_zone(db: psycopg.Connection[Row]) -> Any:
     return db.execute('SELECT timezone FROM "user"').fetchone()
 
@@ -121,32 +141,18 @@ def test_forms_without_their_csrf_token_change_nothing(
     client: TestClient, acme: dict[str, Any], db: psycopg.Connection[Row]
 ) -> None:
     sign_in(client, acme["token"])
-    before = db.execute(
-        "SELECT (SELECT count(*) FROM model_price) AS prices,"
-        ' (SELECT timezone FROM agent_runtime) AS zone, (SELECT timezone FROM "user") AS me'
-    ).fetchone()
-    price = {
-        "model": "m",
-        "input_per_mtok": "1",
-        "output_per_mtok": "1",
-        "cache_read_per_mtok": "1",
-        "cache_write_per_mtok": "1",
-    }
+    before = written(db)
     for path, form in [
         ("/zone", {"timezone": "Asia/Tokyo"}),
         (f"/w/acme/runtimes/{acme['rt']}/zone", {"timezone": "Asia/Tokyo"}),
-        ("/w/acme/prices", price),
+        ("/w/acme/prices", PRICE),
         ("/signout", {}),
     ]:
         for token in (None, "forged"):
             data = form if token is None else {**form, "csrf_token": token}
             r = client.post(path, data=data, follow_redirects=False)
             assert r.status_code == 403 and "did not come from this site" in r.text, path
-    after = db.execute(
-        "SELECT (SELECT count(*) FROM model_price) AS prices,"
-        ' (SELECT timezone FROM agent_runtime) AS zone, (SELECT timezone FROM "user") AS me'
-    ).fetchone()
-    assert after == before
+    assert written(db) == before
     assert client.get("/w/acme").status_code == 200  # still signed in
 
 
@@ -240,14 +246,7 @@ def test_members_edit_neither_prices_nor_runtimes_they_do_not_own(
     assert 'name="input_per_mtok"' not in prices
     assert 'id="runtime-zone-select"' not in client.get(f"/w/acme/runtimes/{acme['rt']}").text
     csrf = csrf_of(prices)
-    price = {
-        "model": "m",
-        "input_per_mtok": "1",
-        "output_per_mtok": "1",
-        "cache_read_per_mtok": "1",
-        "cache_write_per_mtok": "1",
-        "csrf_token": csrf,
-    }
+    price = {**PRICE, "csrf_token": csrf}
     assert client.post("/w/acme/prices", data=price).status_code == 403
     r = client.post(
         f"/w/acme/runtimes/{acme['rt']}/zone", data={"timezone": "UTC", "csrf_token": csrf}
@@ -316,3 +315,37 @@ def test_the_leaderboard_shows_ten_then_all_and_its_rows_sum_to_its_total(
     total = re.search(r'id="leaderboard-total"><span data-value="([^"]+)"', board)
     assert total and Decimal(total.group(1)) == sum(costs)
     assert 'href="#leaderboard-rest">Show all 13 agents' in page
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    part=st.text(min_size=1, max_size=40).filter(lambda t: "\x00" not in t),
+    value=st.text(max_size=60),
+)
+def test_no_page_or_form_answers_500_whatever_is_sent(
+    client: TestClient, acme: dict[str, Any], part: str, value: str
+) -> None:
+    sign_in(client, acme["token"])
+    csrf = csrf_of(client.get("/w/acme").text)
+    segment = quote(part, safe="")
+    for path in [
+        f"/w/{segment}",
+        f"/w/acme/runtimes/{segment}",
+        f"/w/{segment}/prices",
+        f"/w/acme?days={quote(value)}",
+        f"/w/acme/runtimes?sort={quote(value)}&order={quote(value)}",
+        f"/w/acme/prices?model={quote(value)}&provider={quote(value)}&error={quote(value)}",
+    ]:
+        assert client.get(path, follow_redirects=False).status_code < 500, path
+    for path, form in [
+        ("/zone", {"timezone": value, "next": value}),
+        (f"/w/acme/runtimes/{acme['rt']}/zone", {"timezone": value}),
+        (f"/w/{segment}/runtimes/{segment}/zone", {"timezone": value}),
+        ("/w/acme/prices", {"model": value, "input_per_mtok": value, "effective_from": value}),
+        (f"/w/acme/prices/{segment}/delete", {}),
+        ("/signin", {"token": value, "next": value}),
+    ]:
+        r = client.post(path, data={**form, "csrf_token": csrf}, follow_redirects=False)
+        assert r.status_code < 500, (path, form)

@@ -31,7 +31,7 @@ from usagemeter import (
 )
 from usagemeter.config import Config
 from usagemeter.db import make_pool
-from usagemeter.guard import Guard
+from usagemeter.guard import Compressed, Guard
 from usagemeter.openapi import Route, describe_api
 from usagemeter.rollup import tick_loop
 from usagemeter.web import install_error_handlers, retrying
@@ -175,7 +175,7 @@ def create_app(cfg: Config, database_url: str) -> FastAPI:
     app.state.zones = set()  # zones this process has registered with the rollup
     app.state.runtime_zones = set()  # (runtime, zone) pairs it has asked day buckets in
     install_error_handlers(app)
-    app.add_middleware(pages.Compressed)
+    app.add_middleware(Compressed)
     app.add_middleware(metrics.Measure)
     app.add_middleware(Guard, max_body=cfg.max_body, body_timeout=cfg.body_timeout)
     for route in ROUTES:

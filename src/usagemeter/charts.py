@@ -7,12 +7,15 @@ prints the same numbers.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
+
+from markupsafe import Markup
 
 from usagemeter.db import Row
 
@@ -246,3 +249,57 @@ def by_kind(rows: list[Day], labels: list[str]) -> dict[str, dict[str, Any]]:
         ),
         "cost": chart(labels, {KIND_LABELS[k]: [d.costs[k] for d in rows] for k in KINDS}, "usd"),
     }
+
+
+# How figures are written (the templates' filters)
+
+
+def usd(value: Any, digits: int = 2) -> str:
+    """$1,234.57; amounts under a cent keep 4 significant digits ($0.0045)."""
+    amount = Decimal(value or 0)
+    if amount and abs(amount) < Decimal("0.01"):
+        return f"${amount:.2g}" if abs(amount) >= Decimal("0.0001") else f"${amount:.1e}"
+    return f"${amount:,.{digits}f}"
+
+
+def short(value: Any) -> str:
+    """12.3M, 4.5k, 950: a count at a glance (the exact one is in the title)."""
+    n = Decimal(value or 0)
+    for size, suffix in ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "k")):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{suffix}".replace("e+", "e")
+    return f"{n:,.0f}"
+
+
+def percent(value: Any) -> str:
+    if value is None:
+        return "new"
+    return f"{Decimal(value) * 100:+.0f}%"
+
+
+def plain(value: Any) -> str:
+    """A number as JSON writes it (what the twin's response holds)."""
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
+
+
+def figure(value: Any, kind: str) -> Markup:
+    """A figure as shown (usd, tokens, rate or count), its exact value in data-value."""
+    exact = plain(value)
+    if kind == "usd":
+        return Markup('<span data-value="{}" title="${}">{}</span>').format(
+            exact, exact, usd(value)
+        )
+    if kind == "tokens":
+        count = f"{int(value):,} tokens"
+        return Markup('<span data-value="{}" title="{}">{}</span>').format(
+            exact, count, short(value)
+        )
+    shown = f"{Decimal(value) * 100:.1f}%" if kind == "rate" else f"{int(value):,}"
+    return Markup('<span data-value="{}">{}</span>').format(exact, shown)
+
+
+def chart_json(value: Any) -> Markup:
+    """Data for a chart's script element: decimals as numbers (charts draw floats), no `<`
+    (so no `</script>`)."""
+    text = json.dumps(value, default=lambda v: float(v) if isinstance(v, Decimal) else str(v))
+    return Markup(text.replace("<", "\\u003c"))

@@ -27,7 +27,11 @@ class Queries:
 
     def __init__(self, path: Path) -> None:
         parts = _NAME.split(path.read_text())
-        self._sql = {name: sql.strip() for name, sql in zip(parts[1::2], parts[2::2], strict=True)}
+        names = parts[1::2]
+        if len(set(names)) < len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"{path.name} names a query twice: {', '.join(twice)}")
+        self._sql = {name: sql.strip() for name, sql in zip(names, parts[2::2], strict=True)}
 
     def __getattr__(self, name: str) -> str:
         try:

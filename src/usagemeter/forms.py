@@ -85,7 +85,7 @@ async def set_price(request: Request, slug: str, conn: Conn) -> Response:
     """Create or replace a workspace price from the form (owners and admins)."""
     who, form = await posted(request, conn)
     ws = await workspace_access(conn, who.caller, id=None, slug=slug)
-    fields = {k: form.get(k, "").strip() for k in ("model", "provider", "effective_from")}
+    fields = {k: form.get(k, "").strip() for k in ("model", "provider", "effective_from", "next")}
     try:
         entry = pricing.PriceIn.model_validate(
             {

@@ -8,7 +8,6 @@ the numbers the page prints in a table beside each chart, so a page reads withou
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
@@ -17,15 +16,12 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
-from uuid import UUID
 from zoneinfo import ZoneInfo, available_timezones
 
 from fastapi import Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
-from starlette.middleware.gzip import GZipMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from usagemeter import agents, charts, pricing, runtimes, session, usage
 from usagemeter.auth import MANAGERS, Workspace
@@ -51,20 +47,6 @@ PERIODS = (7, 30, 90)
 HOURS = [f"{h:02d}" for h in range(24)]
 # Days of history a page reads: the tiles' 90 days and the 90 before, the heatmap's 26 weeks.
 HISTORY = 182
-
-
-class Compressed:
-    """gzip for pages and their assets (chart.js: 205 kB, 70 kB compressed) when the browser
-    takes it; the API's answers pass as they are (its clients are daemons and scripts, and
-    compressing costs CPU on every request)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.gzip = GZipMiddleware(app, minimum_size=1024)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        api = scope["type"] != "http" or scope["path"].startswith(("/api/", "/metrics"))
-        await (self.app if api else self.gzip)(scope, receive, send)
 
 
 class SignIn(Exception):
@@ -209,7 +191,6 @@ async def workspace_page(request: Request, slug: str, conn: Conn) -> Response:
     who, ws, _ = await in_workspace(request, conn, slug)
     days = period(request)
     params = await usage.workspace_params(request, conn, who.caller, ws.id, who.zone)
-    listing = runtime_listing(ws.id, params["rollup"])
     line, (daily, summary, by_agent, rts, ags) = await with_timeline(
         request,
         conn,
@@ -218,7 +199,7 @@ async def workspace_page(request: Request, slug: str, conn: Conn) -> Response:
             (usage.Q.workspace_daily, {**params, "days": days}),
             (usage.Q.workspace_summary, {**params, "days": days}),
             (usage.Q.workspace_usage_by_agent, {**params, "days": days}),
-            (runtimes.Q.list_runtimes, listing),
+            (runtimes.Q.list_runtimes, {**params, "mine": False, "user_id": None}),
             (agents.Q.list_agents, {"workspace_id": ws.id}),
         ],
     )
@@ -265,18 +246,6 @@ async def workspace_page(request: Request, slug: str, conn: Conn) -> Response:
     )
 
 
-def runtime_listing(workspace_id: UUID | None, rollup: bool, one: UUID | None = None) -> Row:
-    """The parameters of list_runtimes for every runtime of a workspace (or one)."""
-    return {
-        "workspace_id": workspace_id,
-        "slug": None,
-        "mine": False,
-        "user_id": None,
-        "runtime_id": one,
-        "rollup": rollup,
-    }
-
-
 def daily_by_model(rows: list[Row], first: date, last: date) -> dict[str, Any]:
     """Cost per date and model, every date of the window in order."""
     dates = [first + timedelta(n) for n in range((last - first).days + 1)]
@@ -302,8 +271,10 @@ async def runtimes_page(request: Request, slug: str, conn: Conn) -> Response:
     order = request.query_params.get("order", "desc")
     if sort not in SORTS or order not in ("asc", "desc"):
         raise ApiError(400, f"sort must be one of {', '.join(SORTS)}; order asc or desc")
-    listing = {**runtime_listing(None, rollup_enabled(request)), "slug": slug}
-    who, _, (rows,) = await in_workspace(request, conn, slug, (runtimes.Q.list_runtimes, listing))
+    listing = {"slug": slug, "rollup": rollup_enabled(request)}
+    who, _, (rows,) = await in_workspace(
+        request, conn, slug, (runtimes.Q.runtimes_of_slug, listing)
+    )
     found = runtimes.runtime_rows(rows)
     found.sort(key=SORTS[sort], reverse=order == "desc")
     return render(
@@ -329,13 +300,12 @@ async def runtime_page(request: Request, slug: str, runtime_id: str, conn: Conn)
     runtime, params = await usage.runtime_params(request, conn, who.caller, rid, None)
     if runtime["workspace_id"] != ws.id:
         raise not_found("runtime")
-    listing = runtime_listing(ws.id, params["rollup"], rid)
     line, (rt, by_agent, by_hour, activity, ags) = await with_timeline(
         request,
         conn,
         params,
         [
-            (runtimes.Q.list_runtimes, listing),
+            (runtimes.Q.one_runtime, params),
             (usage.Q.runtime_usage_by_agent, {**params, "days": days}),
             (usage.Q.runtime_usage_by_hour, {**params, "days": days}),
             (usage.Q.runtime_activity, params),
@@ -415,6 +385,7 @@ async def prices_page(request: Request, slug: str, conn: Conn) -> Response:
         "model": q.get("model", ""),
         "provider": q.get("provider", ""),
         "effective_from": q.get("effective_from", "2000-01-01"),
+        "next": safe_next(q.get("next", "")) if q.get("next") else "",
     }
     return render(
         request,
@@ -437,60 +408,11 @@ async def prices_page(request: Request, slug: str, conn: Conn) -> Response:
     )
 
 
-# Filters of the templates
-
-
-def usd(value: Any, digits: int = 2) -> str:
-    """$1,234.57; amounts under a cent keep 4 significant digits ($0.0045)."""
-    amount = Decimal(value or 0)
-    if amount and abs(amount) < Decimal("0.01"):
-        return f"${amount:.2g}" if abs(amount) >= Decimal("0.0001") else f"${amount:.1e}"
-    return f"${amount:,.{digits}f}"
-
-
-def short(value: Any) -> str:
-    """12.3M, 4.5k, 950: a count at a glance (the exact one is in the title)."""
-    n = Decimal(value or 0)
-    for size, suffix in ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "k")):
-        if abs(n) >= size:
-            return f"{n / size:.3g}{suffix}".replace("e+", "e")
-    return f"{n:,.0f}"
-
-
-def percent(value: Any) -> str:
-    if value is None:
-        return "new"
-    return f"{Decimal(value) * 100:+.0f}%"
-
-
-def plain(value: Any) -> str:
-    """A number as JSON writes it (what the twin's response holds)."""
-    return format(value, "f") if isinstance(value, Decimal) else str(value)
-
-
-def figure(value: Any, kind: str) -> Markup:
-    """A figure as shown (usd, tokens, rate or count), its exact value in data-value."""
-    exact = plain(value)
-    if kind == "usd":
-        return Markup('<span data-value="{}" title="${}">{}</span>').format(
-            exact, exact, usd(value)
-        )
-    if kind == "tokens":
-        count = f"{int(value):,} tokens"
-        return Markup('<span data-value="{}" title="{}">{}</span>').format(
-            exact, count, short(value)
-        )
-    shown = f"{Decimal(value) * 100:.1f}%" if kind == "rate" else f"{int(value):,}"
-    return Markup('<span data-value="{}">{}</span>').format(exact, shown)
-
-
-def chart_json(value: Any) -> Markup:
-    """Data for a chart's script element: decimals as numbers (charts draw floats), no `<`
-    (so no `</script>`)."""
-    text = json.dumps(value, default=lambda v: float(v) if isinstance(v, Decimal) else str(v))
-    return Markup(text.replace("<", "\\u003c"))
-
-
 TEMPLATES.env.filters.update(
-    usd=usd, short=short, percent=percent, plain=plain, chart_json=chart_json, figure=figure
+    usd=charts.usd,
+    short=charts.short,
+    percent=charts.percent,
+    plain=charts.plain,
+    chart_json=charts.chart_json,
+    figure=charts.figure,
 )

@@ -59,4 +59,3 @@ SELECT to_char(lower(s.valid), 'YYYY-MM-DD') AS valid_from,
        trim_scale((s.price).cache_write * 0.0001) AS cache_write_per_mtok
 FROM price_segments(%(workspace_id)s, %(provider)s, %(model)s) s
 ORDER BY lower(s.valid);
-

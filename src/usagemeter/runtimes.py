@@ -53,10 +53,8 @@ async def list_runtimes(
     ws = await current_workspace(request, caller, conn)
     params = {
         "workspace_id": ws.id,
-        "slug": None,
         "mine": owner == "me",
         "user_id": caller.user_id,
-        "runtime_id": None,
         "rollup": rollup_enabled(request),
     }
     return exact_json(runtime_rows(await many(conn, Q.list_runtimes, params)))

@@ -6,29 +6,31 @@ FROM agent_runtime r
 WHERE r.id = %(id)s;
 
 -- name: list_runtimes
--- The workspace's runtimes (by id, else slug), oldest first; optionally only the caller's
--- own, or one. Each with its cost over the 7 local days before today in its own zone, and
--- the 7 days before.
-SELECT runtime_json(r) AS runtime,
-       usd(c.cost_7d) AS cost_7d_usd, usd(c.cost_prev_7d) AS cost_prev_7d_usd,
-       coalesce(c.unpriced_7d, 0) AS unpriced_7d_tokens,
-       coalesce(c.unpriced_prev_7d, 0) AS unpriced_prev_7d_tokens
+-- The workspace's runtimes, oldest first; optionally only the caller's own. Each with its
+-- cost over the 7 local days before today in its own zone, and the 7 days before.
+SELECT runtime_json(r) AS runtime, c.*
 FROM agent_runtime r
-CROSS JOIN LATERAL (
-    SELECT sum(u.cost_units) FILTER (WHERE u.date >= d.today - 7) AS cost_7d,
-           sum(u.cost_units) FILTER (WHERE u.date < d.today - 7) AS cost_prev_7d,
-           sum(u.unpriced_tokens) FILTER (WHERE u.date >= d.today - 7) AS unpriced_7d,
-           sum(u.unpriced_tokens) FILTER (WHERE u.date < d.today - 7) AS unpriced_prev_7d
-    FROM (SELECT (now() AT TIME ZONE r.timezone)::date AS today) d
-    JOIN usage_report(usage_since(now(), r.timezone, 14), r.timezone,
-                      p_runtime_id => r.id, p_by_date => true,
-                      p_rollup => %(rollup)s) u ON u.date < d.today
-) c
-WHERE r.workspace_id = coalesce(%(workspace_id)s::uuid,
-                               (SELECT w.id FROM workspace w WHERE w.slug = %(slug)s))
+CROSS JOIN LATERAL runtime_week_cost(r.id, r.timezone, %(rollup)s) c
+WHERE r.workspace_id = %(workspace_id)s
   AND (NOT %(mine)s OR r.owner_id = %(user_id)s)
-  AND (%(runtime_id)s::uuid IS NULL OR r.id = %(runtime_id)s)
 ORDER BY r.created_at, r.id;
+
+-- name: runtimes_of_slug
+-- list_runtimes of every runtime of the workspace named by its slug (the runtimes page,
+-- which reads it with its viewer, before it knows the workspace's id).
+SELECT runtime_json(r) AS runtime, c.*
+FROM workspace w
+JOIN agent_runtime r ON r.workspace_id = w.id
+CROSS JOIN LATERAL runtime_week_cost(r.id, r.timezone, %(rollup)s) c
+WHERE w.slug = %(slug)s
+ORDER BY r.created_at, r.id;
+
+-- name: one_runtime
+-- list_runtimes of one runtime.
+SELECT runtime_json(r) AS runtime, c.*
+FROM agent_runtime r
+CROSS JOIN LATERAL runtime_week_cost(r.id, r.timezone, %(rollup)s) c
+WHERE r.id = %(runtime_id)s;
 
 -- name: set_runtime_timezone
 UPDATE agent_runtime r

@@ -379,3 +379,18 @@ LANGUAGE sql STABLE AS $$
     GROUP BY r.date, r.agent_id, r.provider, r.model
     HAVING sum(r.rows) <> 0
 $$;
+
+-- A runtime's cost over the 7 local days before today in its zone, and over the 7 days
+-- before those, with their unpriced tokens: what the runtimes list shows of each runtime.
+CREATE FUNCTION runtime_week_cost(p_runtime_id uuid, p_tz text, p_rollup boolean)
+RETURNS TABLE (cost_7d_usd numeric, cost_prev_7d_usd numeric,
+               unpriced_7d_tokens numeric, unpriced_prev_7d_tokens numeric)
+LANGUAGE sql STABLE AS $$
+    SELECT usd(sum(u.cost_units) FILTER (WHERE u.date >= d.today - 7)),
+           usd(sum(u.cost_units) FILTER (WHERE u.date < d.today - 7)),
+           coalesce(sum(u.unpriced_tokens) FILTER (WHERE u.date >= d.today - 7), 0),
+           coalesce(sum(u.unpriced_tokens) FILTER (WHERE u.date < d.today - 7), 0)
+    FROM (SELECT (now() AT TIME ZONE p_tz)::date AS today) d
+    LEFT JOIN usage_report(usage_since(now(), p_tz, 14), p_tz, p_runtime_id => p_runtime_id,
+                           p_by_date => true, p_rollup => p_rollup) u ON u.date < d.today
+$$;
