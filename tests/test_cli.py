@@ -214,3 +214,53 @@ def test_rollup_loop_outlives_a_lost_connection(db_url: str, world: World) -> No
         loop.terminate()
         _, stderr = loop.communicate(timeout=10)
     assert "rollup: database unavailable" in stderr and "retrying" in stderr
+
+
+def test_serve_with_workers_answers_from_several_processes_and_ticks_one_at_a_time(
+    db_url: str, world: World, db: psycopg.Connection[Row]
+) -> None:
+    import socket
+
+    import requests
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "USAGEMETER_PORT": str(port),
+        "USAGEMETER_TICK_SECONDS": "0.2",
+    }
+    cmd = [sys.executable, "-m", "usagemeter.cli", "serve", "--workers", "2"]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
+            try:
+                if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        commands = [Path(f"/proc/{c}/cmdline").read_bytes() for c in children]
+        assert sum(b"spawn_main" in c for c in commands) == 2  # workers under a supervisor
+        token = world.token()
+        ws = world.workspace()
+        rt = world.runtime(ws)
+        world.usage(world.task(world.agent(ws, rt), rt), tokens=(7, 0, 0, 0))
+        h = auth(token, "acme")
+        answers = [
+            requests.get(f"{base}/api/usage/summary", headers=h, timeout=5) for _ in range(40)
+        ]
+        assert {r.status_code for r in answers} == {200}
+        assert {r.json()[0]["total_input_tokens"] for r in answers} == {7}
+        while db.execute("SELECT count(*) AS n FROM usage_dirty").fetchone() != {"n": 0}:
+            assert time.monotonic() < deadline, "no process ticked"
+            time.sleep(0.1)
+        assert db.execute("SELECT sum(input_tokens) AS n FROM usage_rollup").fetchone() == {"n": 7}
+    finally:
+        server.terminate()
+        server.wait(20)

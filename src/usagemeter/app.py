@@ -199,3 +199,10 @@ def create_app(cfg: Config, database_url: str) -> FastAPI:
 def _summary(handler: Callable[..., Any]) -> str | None:
     doc = (handler.__doc__ or "").strip()
     return doc.splitlines()[0] if doc else None
+
+
+def from_env() -> FastAPI:
+    """The application of one of `usagemeter serve --workers N`'s processes."""
+    cfg = Config.from_env()
+    assert cfg.database_url, "serve sets DATABASE_URL for its processes"
+    return create_app(cfg, cfg.database_url)

