@@ -1,7 +1,9 @@
-"""Load: requests per second and latency of one `usagemeter serve` by concurrency, reads and
-writes, with every answer checked and the written totals compared with the database.
+"""Load: requests per second, latency and CPU per request of `usagemeter serve` by
+concurrency, reads and writes, with every answer checked and the written totals compared
+with the database.
 
-    .venv/bin/python bench/load.py [--seconds 10] [--concurrency 1 8 32 64]
+    .venv/bin/python bench/load.py [--seconds 10] [--concurrency 1 8 32 64] [--workers N]
+                                   [--reads runtime90] [--no-writes]
 
 Starts `usagemeter serve` on a fresh embedded PostgreSQL (DATABASE_URL unset) filled by
 `usagemeter demo --days 90`, then, per concurrency, runs that many keep-alive clients (a
@@ -9,7 +11,10 @@ lean asyncio client: one connection each, no HTTP library in the loop) for `seco
 reads cycle through the runtime report (90 days), by-agent, the workspace summary and
 daily; writes post 100-entry batches. Prints requests/s, p50 and p99, and errors (any
 answer but 200, or a broken connection); then checks that the database holds exactly the
-tokens of the acknowledged batches.
+tokens of the acknowledged batches. CPU per request is the CPU time the server's processes
+and PostgreSQL's (every process of its cluster) spent during a level, over its requests
+(the client's own CPU is not in it); `--reads runtime90` reads only the 90-day runtime
+report.
 """
 
 from __future__ import annotations
@@ -107,11 +112,37 @@ async def run_level(
     }
 
 
-def serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def cpu(root: int, skip: int = 0) -> dict[int, float]:
+    """CPU seconds (user + system, with those of its children that ended) so far of a
+    process and of each of its descendants (but `skip` and its own)."""
+    out: dict[int, float] = {}
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid == skip:
+            continue
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            todo += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except FileNotFoundError:
+            continue
+        out[pid] = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def spent(root: int, before: dict[int, float], skip: int = 0) -> float:
+    """CPU seconds a process tree spent since `before` (processes started since count whole)."""
+    return sum(t - before.get(pid, 0.0) for pid, t in cpu(root, skip).items())
+
+
+def serve(data_dir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "USAGEMETER_DATA_DIR": str(data_dir), "USAGEMETER_PORT": str(port)}
     env.pop("DATABASE_URL", None)
     proc = subprocess.Popen(
-        [EXE, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [EXE, "serve", "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     for _ in range(600):
         try:
@@ -126,6 +157,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    ap.add_argument("--workers", type=int, default=1, help="usagemeter serve --workers")
+    ap.add_argument("--reads", choices=["mixed", "runtime90"], default="mixed")
+    ap.add_argument("--no-writes", action="store_true")
     args = ap.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="um-load-", dir="/tmp"))
     env = {**os.environ, "USAGEMETER_DATA_DIR": str(data_dir)}
@@ -134,7 +168,8 @@ def main() -> None:
     token = subprocess.run(demo, env=env, check=True, capture_output=True, text=True).stdout
     token = token.strip().splitlines()[-1]
     port = 8700 + os.getpid() % 200
-    server = serve(data_dir, port)
+    server = serve(data_dir, port, args.workers)
+    postmaster = int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
     try:
         with connect(_url(data_dir)) as conn:
             rt = conn.execute("SELECT id FROM agent_runtime ORDER BY name LIMIT 1").fetchone()
@@ -153,22 +188,37 @@ def main() -> None:
             f"/api/runtimes/{rt['id']}/usage/by-agent?days=30",
             "/api/usage/summary?days=30",
             "/api/usage/daily?days=30",
-        ]
+        ][: 1 if args.reads == "runtime90" else None]
 
         def write(i: int) -> tuple[str, str, bytes]:
             model = f"load-{uuid.uuid4().hex[:12]}"
             entries = [{"task_id": t, "model": model, "input_tokens": 3} for t in tasks]
             return "POST", "/api/usage/batch", json.dumps({"usage": entries}).encode()
 
-        print("| load | clients | requests/s | p50 ms | p99 ms | errors |")
-        print("|---|---|---|---|---|---|")
+        print(f"{args.workers} server process(es); reads: {args.reads}")
+        print(
+            "| load | clients | requests/s | p50 ms | p99 ms | CPU ms per request"
+            " (server + PostgreSQL) | errors |"
+        )
+        print("|---|---|---|---|---|---|---|")
         acked = 0
-        for kind, fn in (("reads", None), ("writes (100-entry batches)", write)):
+        loads = [("reads", None)] + (
+            [] if args.no_writes else [("writes (100-entry batches)", write)]
+        )
+        for kind, fn in loads:
             for c in args.concurrency:
+                # The server's processes (not PostgreSQL, should it be among them), PostgreSQL's.
+                trees = ((server.pid, postmaster), (postmaster, 0))
+                before = [cpu(root, skip) for root, skip in trees]
                 r = asyncio.run(run_level(port, token, paths, c, args.seconds, fn))
+                used = [
+                    spent(root, b, skip) * 1000 / max(r["requests"], 1)
+                    for (root, skip), b in zip(trees, before, strict=True)
+                ]
                 acked += r["acked"]
                 print(
                     f"| {kind} | {c} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f}"
+                    f" | {sum(used):.2f} ({used[0]:.2f} + {used[1]:.2f})"
                     f" | {r['errors']} of {r['requests']} |",
                     flush=True,
                 )

@@ -302,6 +302,14 @@ def test_setting_a_price_for_an_unpriced_model_shows_its_cost(
     page = w.open(site["url"] + "/w/demo/prices")
     assert "Every token of the last 90 days is priced." in page.content()
     assert page.locator("#prices tr.workspace th").all_inner_texts() == ["gemini-2.5-flash"]
+    entries = api(site, "/api/pricing?workspace_slug=demo")
+    assert page.locator("#prices tbody tr").count() == len(entries)
+    for e in entries:
+        cells = page.locator(f"#prices tr[data-price='{e['id']}'] > *").all_inner_texts()
+        provider = e["provider"] or "any"
+        assert cells[:4] == [e["model"], provider, e["scope"], e["effective_from"]]
+        prices = [e[f"{k}_per_mtok"] for k in KINDS]
+        assert [Decimal(c) for c in cells[4:8]] == prices
     assert w.errors == []
 
 

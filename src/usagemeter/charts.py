@@ -241,6 +241,16 @@ def chart(
     }
 
 
+def by_model(rows: list[Row], first: date, last: date) -> dict[str, Any]:
+    """A workspace's daily report as cost per date and model, every date of the window in
+    order, and its chart stacked by model."""
+    dates = [first + timedelta(n) for n in range((last - first).days + 1)]
+    models = sorted({r["model"] for r in rows})
+    cost = {(r["date"], r["model"]): Decimal(r["cost_usd"]) for r in rows}
+    series = {m: [cost.get((d, m), ZERO) for d in dates] for m in models}
+    return {"dates": dates, "models": models, "cost": cost, "chart": chart(dates, series, "usd")}
+
+
 def by_kind(rows: list[Day], labels: list[str]) -> dict[str, dict[str, Any]]:
     """A day or week chart stacked by the four kinds, in tokens and in cost."""
     return {
@@ -255,10 +265,13 @@ def by_kind(rows: list[Day], labels: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def usd(value: Any, digits: int = 2) -> str:
-    """$1,234.57; amounts under a cent keep 4 significant digits ($0.0045)."""
+    """$1,234.57; under a cent, 2 significant digits ($0.0045); under $0.0001, <$0.0001 (the
+    exact amount is in the figure's title)."""
     amount = Decimal(value or 0)
+    if amount and abs(amount) < Decimal("0.0001"):
+        return "<$0.0001"
     if amount and abs(amount) < Decimal("0.01"):
-        return f"${amount:.2g}" if abs(amount) >= Decimal("0.0001") else f"${amount:.1e}"
+        return f"${amount:.2g}"
     return f"${amount:,.{digits}f}"
 
 

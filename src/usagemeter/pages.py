@@ -204,7 +204,7 @@ async def workspace_page(request: Request, slug: str, conn: Conn) -> Response:
         ],
     )
     today = local_today(who.zone)
-    by_model = daily_by_model(daily, today - timedelta(days), today)
+    by_model = charts.by_model(daily, today - timedelta(days), today)
     models, model_total = charts.shares(summary, "model")
     leaders, leader_total = charts.shares(by_agent, "agent_id")
     q = {"workspace_slug": slug, "tz": who.zone}
@@ -219,14 +219,7 @@ async def workspace_page(request: Request, slug: str, conn: Conn) -> Response:
             "page": "workspace",
             "periods": charts.periods(charts.timeline(line), today),
             "daily": by_model,
-            "daily_chart": charts.chart(
-                by_model["dates"],
-                {
-                    model: [by_model["cost"].get((d, model), 0) for d in by_model["dates"]]
-                    for model in by_model["models"]
-                },
-                "usd",
-            ),
+            "daily_chart": by_model["chart"],
             "models": models,
             "model_total": model_total,
             "leaders": leaders,
@@ -244,14 +237,6 @@ async def workspace_page(request: Request, slug: str, conn: Conn) -> Response:
             ],
         },
     )
-
-
-def daily_by_model(rows: list[Row], first: date, last: date) -> dict[str, Any]:
-    """Cost per date and model, every date of the window in order."""
-    dates = [first + timedelta(n) for n in range((last - first).days + 1)]
-    models = sorted({r["model"] for r in rows})
-    cost = {(r["date"], r["model"]): Decimal(r["cost_usd"]) for r in rows}
-    return {"dates": dates, "models": models, "cost": cost}
 
 
 SORTS = {
