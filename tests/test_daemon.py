@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -237,6 +238,39 @@ def test_task_usage_upserts(client: TestClient, world: World, task: Any) -> None
     assert after["output_tokens"] == 9
 
 
+def test_task_usage_keeps_entries_without_a_model_and_costs_in_ticks(
+    client: TestClient, world: World, task: Any
+) -> None:
+    # Multica's copilot backend reports model "" when none was selected; today's daemon sends
+    # the provider's cost as integer ticks of 1e-10 USD. Nothing of either may be lost.
+    url = f"/api/daemon/tasks/{task}/usage"
+    body = {
+        "usage": [
+            {"provider": "copilot", "model": "", "input_tokens": 40, "output_tokens": 2},
+            {"provider": "xai", "model": "grok-4", "input_tokens": 9, "cost_usd_ticks": 4704192000},
+            {"model": "both", "input_tokens": 1, "cost_usd": 0.25, "cost_usd_ticks": 2500000000},
+            {"model": "free", "input_tokens": 5, "cost_usd_ticks": 0},
+        ]
+    }
+    r = client.post(url, headers=auth(world.daemon_token()), json=body)
+    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+    rows = world.db.execute(
+        "SELECT provider, model, input_tokens, cost_usd FROM task_usage ORDER BY model"
+    ).fetchall()
+    assert [(r["provider"], r["model"], r["input_tokens"], r["cost_usd"]) for r in rows] == [
+        ("copilot", "", 40, None),
+        ("", "both", 1, Decimal("0.25")),
+        ("", "free", 5, Decimal("0")),  # a reported $0 is a cost, not "unpriced"
+        ("xai", "grok-4", 9, Decimal("0.4704192")),
+    ]
+    token = world.token()
+    summary = client.get("/api/usage/summary", headers=auth(token, "acme")).json()
+    by_model = {r["model"]: r for r in summary}
+    assert (by_model[""]["total_input_tokens"], by_model[""]["unpriced_tokens"]) == (40, 42)
+    assert by_model[""]["cost_usd"] == 0 and by_model["grok-4"]["cost_usd"] == 0.4704192
+    assert by_model["free"]["unpriced_tokens"] == 0
+
+
 @pytest.mark.parametrize("body", [{}, {"usage": []}, {"usage": None}])
 def test_task_usage_empty_is_a_noop(client: TestClient, world: World, task: Any, body: Any) -> None:
     r = client.post(f"/api/daemon/tasks/{task}/usage", headers=auth(world.token()), json=body)
@@ -275,16 +309,32 @@ GOOD = {"model": "m", "input_tokens": 1}
             "invalid usage entry 0: input_tokens must be an integer between 0 and 1000000000000",
         ),
         (
-            [GOOD, GOOD, {"model": ""}],
-            "invalid usage entry 2: model must be a non-empty string of at most 200 characters without NUL",
-        ),
-        (
             [{"input_tokens": 1}],
-            "invalid usage entry 0: model must be a non-empty string of at most 200 characters without NUL",
+            "invalid usage entry 0: model must be a string of at most 200 characters without NUL",
         ),
         (
             [{"model": 7}],
-            "invalid usage entry 0: model must be a non-empty string of at most 200 characters without NUL",
+            "invalid usage entry 0: model must be a string of at most 200 characters without NUL",
+        ),
+        (
+            [GOOD, {"model": "m", "cost_usd_ticks": -1}],
+            "invalid usage entry 1: cost_usd_ticks must be an integer from 0 to 10000000000000000 (1e-10 USD)",
+        ),
+        (
+            [{"model": "m", "cost_usd_ticks": 1.5}],
+            "invalid usage entry 0: cost_usd_ticks must be an integer from 0 to 10000000000000000 (1e-10 USD)",
+        ),
+        (
+            [{"model": "m", "cost_usd_ticks": True}],
+            "invalid usage entry 0: cost_usd_ticks must be an integer from 0 to 10000000000000000 (1e-10 USD)",
+        ),
+        (
+            [{"model": "m", "cost_usd_ticks": 10**16 + 1}],
+            "invalid usage entry 0: cost_usd_ticks must be an integer from 0 to 10000000000000000 (1e-10 USD)",
+        ),
+        (
+            [{"model": "m", "cost_usd_ticks": 25, "cost_usd": 0.0000000026}],
+            "invalid usage entry 0: cost_usd and cost_usd_ticks disagree",
         ),
         (
             [{"model": "m", "provider": None}],

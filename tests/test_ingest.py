@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
+from decimal import Decimal
 from typing import Any
 
 from fastapi.testclient import TestClient
 
 from tests.conftest import JSON, World, auth
+from usagemeter import rollup
+from usagemeter.app import create_app
 
 
 def setup_tasks(world: World, n: int) -> list[str]:
@@ -133,3 +138,30 @@ def test_concurrent_batches_lose_nothing_and_count_nothing_twice(
         t.join()
     assert errors == []
     assert count(world) == {"n": 50 * 5, "s": 50 * 7 + 4 * 50}
+
+
+def test_a_batch_keeps_entries_without_a_model_and_costs_in_ticks_and_reports_agree(
+    world: World, db_url: str, config: Any
+) -> None:
+    token = world.token()
+    tasks = setup_tasks(world, 3)
+    entries = [
+        {"task_id": tasks[0], "provider": "copilot", "model": "", "input_tokens": 11},
+        {"task_id": tasks[1], "provider": "copilot", "model": "", "input_tokens": 5},
+        {"task_id": tasks[2], "model": "grok-4", "input_tokens": 3, "cost_usd_ticks": 12345},
+    ]
+    h = auth(token, "acme")
+    bodies = {}
+    for rollup_on in (True, False):
+        cfg = dataclasses.replace(config, rollup_enabled=rollup_on)
+        with TestClient(create_app(cfg, db_url)) as c:
+            if rollup_on:
+                r = c.post("/api/usage/batch", headers=h, json={"usage": entries})
+                assert (r.status_code, r.json()) == (200, {"status": "ok", "entries": 3})
+                rollup.drain(world.db)
+            bodies[rollup_on] = c.get("/api/usage/summary", headers=h).text
+    assert bodies[True] == bodies[False]
+    rows = {r["model"]: r for r in json.loads(bodies[True], parse_float=Decimal)}
+    assert (rows[""]["total_input_tokens"], rows[""]["task_count"]) == (16, 2)
+    assert (rows[""]["cost_usd"], rows[""]["unpriced_tokens"]) == (0, 16)
+    assert rows["grok-4"]["cost_usd"] == Decimal("0.0000012345")

@@ -349,3 +349,18 @@ def test_no_page_or_form_answers_500_whatever_is_sent(
     ]:
         r = client.post(path, data={**form, "csrf_token": csrf}, follow_redirects=False)
         assert r.status_code < 500, (path, form)
+
+
+def test_usage_without_a_model_shows_as_such_and_offers_no_price_form(
+    client: TestClient, world: World, acme: dict[str, Any]
+) -> None:
+    task = world.task(world.agent(acme["ws"], acme["rt"]), acme["rt"])
+    world.usage(task, model="", provider="copilot", at=world.today_utc() - timedelta(days=1))
+    sign_in(client, acme["token"])
+    for path in ["/w/acme", f"/w/acme/runtimes/{acme['rt']}", "/w/acme/prices"]:
+        page = client.get(path).text
+        notice = page[page.index("data-unpriced") : page.index("</aside>")]
+        assert ">no model" in notice, path
+        assert "model=&" not in notice and "model=#" not in notice  # no form for no model
+        assert 'data-model="mystery-model"' in notice
+    assert '<th scope="row">(no model)</th>' in client.get("/w/acme").text

@@ -23,11 +23,12 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
+    model_validator,
 )
 
 from usagemeter.auth import CallerDep, current_workspace
 from usagemeter.db import AConn, one, queries
-from usagemeter.web import Conn, Name, bad_request, exact_number, read_json
+from usagemeter.web import Conn, Name, bad_request, exact_number, read_json, reason
 
 Q = queries(__file__)
 
@@ -43,6 +44,8 @@ Cost = Annotated[
     Field(ge=0, le=MAX_COST_USD, decimal_places=10),
     WithJsonSchema({"type": "number", "minimum": 0, "maximum": MAX_COST_USD}),
 ]
+# The provider's cost in 1e-10 USD units, as today's Multica daemon sends it.
+Ticks = Annotated[int, Field(ge=0, le=MAX_COST_USD * 10**10)]
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 # Usage is dated from 2000-01-01 to a day ahead of the server's clock (a client's clock may
 # run ahead; a date years away would head every report).
@@ -70,16 +73,29 @@ UsageTime = Annotated[
 
 
 class UsageEntry(BaseModel):
-    """One (provider, model) usage report of a task; missing token fields are 0."""
+    """One (provider, model) usage report of a task; missing token fields are 0. `model` may
+    be "" (a client that selected none reports none): a model like any other, unpriced. The
+    provider's cost comes as `cost_usd` or as integer `cost_usd_ticks` of 1e-10 USD (today's
+    Multica daemon); both given, they must agree."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
     provider: Name = ""
-    model: Annotated[Name, Field(min_length=1)]
+    model: Name
     input_tokens: Tokens = 0
     output_tokens: Tokens = 0
     cache_read_tokens: Tokens = 0
     cache_write_tokens: Tokens = 0
     cost_usd: Cost | None = None
+    cost_usd_ticks: Ticks | None = None
+
+    @model_validator(mode="after")
+    def _one_cost(self) -> UsageEntry:
+        if self.cost_usd_ticks is not None:
+            cost = Decimal(self.cost_usd_ticks).scaleb(-10)
+            if self.cost_usd is not None and self.cost_usd != cost:
+                raise ValueError("cost_usd and cost_usd_ticks disagree")
+            self.cost_usd = cost
+        return self
 
 
 class BatchEntry(UsageEntry):
@@ -100,7 +116,7 @@ class BatchBody(BaseModel):
 
 
 _REASONS = {
-    "model": "model must be a non-empty string of at most 200 characters without NUL",
+    "model": "model must be a string of at most 200 characters without NUL",
     "provider": "provider must be a string of at most 200 characters without NUL",
     "task_id": "task_id must be a UUID",
     "created_at": "created_at must be an RFC 3339 time with a UTC offset within ±15:59,"
@@ -108,6 +124,8 @@ _REASONS = {
     **{f: f"{f} must be an integer between 0 and {MAX_TOKENS}" for f in TOKEN_FIELDS},
     "cost_usd": f"cost_usd must be a number from 0 to {MAX_COST_USD} with at most 10"
     " decimals and 15 significant digits",
+    "cost_usd_ticks": f"cost_usd_ticks must be an integer from 0 to {MAX_COST_USD * 10**10}"
+    " (1e-10 USD)",
 }
 
 
@@ -131,8 +149,11 @@ def _describe(e: ValidationError) -> str:
     # A problem with the body itself outranks one inside an entry.
     if any(len(err["loc"]) < 2 for err in errors):
         return "invalid request body"
-    loc = errors[0]["loc"]
+    first = errors[0]
+    loc = first["loc"]
     field = str(loc[2]) if len(loc) > 2 else ""
+    if not field and first["type"] == "value_error":  # the entry's own rule (_one_cost)
+        return f"invalid usage entry {loc[1]}: {reason(first)}"
     return f"invalid usage entry {loc[1]}: {_REASONS.get(field, 'must be an object')}"
 
 
