@@ -1,0 +1,175 @@
+"""Sustained ingest: does the rollup keep up, and do reports stay fast while it works?
+
+    DATABASE_URL=... .venv/bin/python bench/sustained.py [--rows 1000000] [--seconds 120]
+                                                         [--clients 2] [--batch 10000]
+
+On bench/run.py's database of `--rows` usage rows (reused as it is), one `usagemeter serve`
+(default settings: its own tick) takes `POST /api/usage/batch` from `--clients` clients, each
+posting batches of `--batch` new usage rows into one workspace as fast as the server
+answers, for `--seconds`. Every 2 s a sampler times that workspace's 30-day daily report
+over HTTP and reads the queue of deltas the rollup has not folded yet. After the ingest
+stops: how long until the queue is empty. Then the rows written are deleted again (and
+folded away), so the database stays the bench's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+sys.path.insert(0, str(Path(__file__).parent))
+from load import Client
+from run import pick, postgres, serving
+
+from usagemeter import rollup
+from usagemeter.auth import create_token
+from usagemeter.db import connect
+
+PROVIDER = "bench-sustained"  # bench/run.py --reuse deletes leftovers of it
+
+
+def queue_depth(conn: psycopg.Connection[Any]) -> int:
+    """Deltas the rollup has not folded yet."""
+    row = conn.execute("SELECT count(*) AS n FROM usage_dirty").fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+def body(tasks: list[str], batch: int, n: int) -> bytes:
+    """Batch number n: `batch` new rows (a model per batch and slot)."""
+    entries = [
+        {
+            "task_id": tasks[i % len(tasks)],
+            "provider": PROVIDER,
+            "model": f"s{n}-{i // len(tasks)}",
+            "input_tokens": 1,
+            "output_tokens": 2,
+        }
+        for i in range(batch)
+    ]
+    return json.dumps({"usage": entries}).encode()
+
+
+async def run(
+    port: int, token: str, slug: str, url: str, tasks: list[str], args: argparse.Namespace
+) -> None:
+    # Built before the clock starts (building them costs the client's CPU), for 25k rows/s;
+    # more are built on the way if the server takes more.
+    ready = int(args.seconds * 25_000 / args.batch) + 20
+    print(f"building {ready} bodies of {args.batch} entries", flush=True)
+    payloads = [body(tasks, args.batch, n) for n in range(ready)]
+    count = ready
+
+    def next_body() -> bytes:
+        nonlocal count
+        if payloads:
+            return payloads.pop()
+        count += 1
+        return body(tasks, args.batch, count)
+
+    written = 0
+    end = time.perf_counter() + args.seconds
+    samples: list[tuple[float, float, int]] = []
+
+    async def writer() -> None:
+        nonlocal written
+        client = Client(port, token)
+        while time.perf_counter() < end:
+            status, answer = await client.request(
+                "POST", f"/api/usage/batch?workspace_slug={slug}", next_body()
+            )
+            assert status == 200, answer[:300]
+            written += args.batch
+
+    async def sampler() -> None:
+        client = Client(port, token)
+        with connect(url) as conn:
+            while time.perf_counter() < end:
+                t = time.perf_counter()
+                status, answer = await client.request(
+                    "GET", f"/api/usage/daily?days=30&workspace_slug={slug}"
+                )
+                ms = (time.perf_counter() - t) * 1000
+                assert status == 200, answer[:300]
+                queued = await asyncio.to_thread(queue_depth, conn)
+                samples.append((time.perf_counter() - (end - args.seconds), ms, queued))
+                await asyncio.sleep(2)
+
+    started = time.perf_counter()
+    await asyncio.gather(sampler(), *(writer() for _ in range(args.clients)))
+    elapsed = time.perf_counter() - started
+    with connect(url) as conn:
+        t = time.perf_counter()
+        while queued := conn.execute("SELECT count(*) AS n FROM usage_dirty").fetchone()["n"]:
+            if time.perf_counter() - t > 600:
+                break
+            time.sleep(0.5)
+        drain = time.perf_counter() - t
+    print(f"\n{args.clients} clients, batches of {args.batch}, {args.seconds:.0f} s")
+    print(f"ingested {written:,} rows in {elapsed:.1f} s: {written / elapsed:,.0f} rows/s")
+    print("| t (s) | 30-day workspace report (ms) | queued deltas |")
+    print("|---|---|---|")
+    for at, ms, n in samples:
+        print(f"| {at:.0f} | {ms:.1f} | {n:,} |")
+    times = [ms for _, ms, _ in samples]
+    print(
+        f"\nreport ms: median {statistics.median(times):.1f}, max {max(times):.1f};"
+        f" queue: max {max(n for _, _, n in samples):,};"
+        f" empty {drain:.1f} s after the ingest stopped"
+        + ("" if not queued else f" (NOT EMPTY: {queued:,} left)")
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--seconds", type=float, default=120)
+    ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=10_000)
+    args = ap.parse_args()
+    with postgres() as server:
+        url = make_conninfo(server, dbname=f"usagemeter_bench_{args.rows}")
+        with connect(url) as conn:
+            slug = conn.execute(
+                "SELECT w.slug FROM workspace w WHERE w.id = %s", (pick(conn)["workspace_id"],)
+            ).fetchone()["slug"]
+            token = create_token(
+                conn,
+                email="sustained@example.com",
+                name="",
+                workspace_slug=slug,
+                role="owner",
+                daemon=False,
+            )
+            s = pick(conn)
+            agent = conn.execute(
+                "SELECT id FROM agent WHERE runtime_id = %s LIMIT 1", (s["runtime_id"],)
+            ).fetchone()
+            tasks = [
+                str(r["id"])
+                for r in conn.execute(
+                    "INSERT INTO agent_task_queue (agent_id, runtime_id, status)"
+                    " SELECT %s, %s, 'running' FROM generate_series(1, 2000) RETURNING id",
+                    (agent["id"], s["runtime_id"]),
+                ).fetchall()
+            ]
+        try:
+            with serving(url) as port:
+                asyncio.run(run(port, token, slug, url, tasks, args))
+        finally:
+            with connect(url) as conn:
+                conn.execute("DELETE FROM agent_task_queue WHERE id = ANY(%s::uuid[])", (tasks,))
+                rollup.drain(conn, 1_000_000)
+
+
+if __name__ == "__main__":
+    main()
