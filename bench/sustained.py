@@ -37,6 +37,11 @@ from usagemeter.db import connect
 PROVIDER = "bench-sustained"  # bench/run.py --reuse deletes leftovers of it
 
 
+def batches(args: argparse.Namespace) -> int:
+    """The batches made before the clock starts: enough for 25k rows/s."""
+    return int(args.seconds * 25_000 / args.batch) + 20
+
+
 def queue_depth(conn: psycopg.Connection[Any]) -> int:
     """Deltas the rollup has not folded yet."""
     row = conn.execute("SELECT count(*) AS n FROM usage_dirty").fetchone()
@@ -44,13 +49,18 @@ def queue_depth(conn: psycopg.Connection[Any]) -> int:
     return int(row["n"])
 
 
+MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5", "gpt-5", "gpt-5-mini", "o3"]
+PER_BATCH = 2000  # tasks per batch, each reporting every model: new rows, usual models
+
+
 def body(tasks: list[str], batch: int, n: int) -> bytes:
-    """Batch number n: `batch` new rows (a model per batch and slot)."""
+    """Batch number n: `batch` new rows, of its own tasks (reused past the tasks made)."""
+    first = n * PER_BATCH % len(tasks)
     entries = [
         {
-            "task_id": tasks[i % len(tasks)],
+            "task_id": tasks[first + i % PER_BATCH],
             "provider": PROVIDER,
-            "model": f"s{n}-{i // len(tasks)}",
+            "model": MODELS[i // PER_BATCH % len(MODELS)],
             "input_tokens": 1,
             "output_tokens": 2,
         }
@@ -64,7 +74,7 @@ async def run(
 ) -> None:
     # Built before the clock starts (building them costs the client's CPU), for 25k rows/s;
     # more are built on the way if the server takes more.
-    ready = int(args.seconds * 25_000 / args.batch) + 20
+    ready = batches(args)
     print(f"building {ready} bodies of {args.batch} entries", flush=True)
     payloads = [body(tasks, args.batch, n) for n in range(ready)]
     count = ready
@@ -158,8 +168,8 @@ def main() -> None:
                 str(r["id"])
                 for r in conn.execute(
                     "INSERT INTO agent_task_queue (agent_id, runtime_id, status)"
-                    " SELECT %s, %s, 'running' FROM generate_series(1, 2000) RETURNING id",
-                    (agent["id"], s["runtime_id"]),
+                    " SELECT %s, %s, 'running' FROM generate_series(1, %s) RETURNING id",
+                    (agent["id"], s["runtime_id"], PER_BATCH * batches(args)),
                 ).fetchall()
             ]
         try:
