@@ -96,6 +96,13 @@ MATRIX: dict[tuple[str, str], tuple[Make, str]] = {
         lambda s: (f"/api/runtimes/{s.fresh_runtime()}", None),
         "401 401 404 404 403 200 200 403",
     ),
+    ("POST", "/api/runtimes/{runtime_id}/unbind-agents-and-delete"): (
+        lambda s: (
+            f"/api/runtimes/{s.fresh_runtime()}/unbind-agents-and-delete",
+            {"expected_active_agent_ids": []},
+        ),
+        "401 401 404 404 403 200 200 403",
+    ),
     ("GET", "/api/runtimes/{runtime_id}/usage"): (
         lambda s: (f"/api/runtimes/{s.rt}/usage", None),
         "401 401 404 404 200 200 200 200",

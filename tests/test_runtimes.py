@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -67,8 +68,11 @@ def test_delete_rules(client: TestClient, world: World) -> None:
     assert (r.status_code, r.json()) == (403, {"error": "you can only delete your own runtimes"})
     r = client.delete(url, headers=auth(owner))
     assert r.status_code == 409
-    assert r.json() == {
-        "error": "cannot delete runtime: it has active agents bound to it. Archive or reassign the agents first."
+    body = r.json()
+    assert body.pop("active_agents")[0]["id"] == str(active)
+    assert body == {
+        "error": "cannot delete runtime: it has active agents bound to it. Archive or reassign the agents first.",
+        "code": "runtime_has_active_agents",
     }
     world.db.execute("UPDATE agent SET archived_at = now() WHERE id = %s", (active,))
     assert client.delete(url, headers=auth(owner)).json() == {"status": "ok"}
@@ -79,3 +83,53 @@ def test_delete_rules(client: TestClient, world: World) -> None:
     assert client.get("/api/usage/summary", headers=auth(owner, "acme")).json() == []
     r = client.delete(url, headers=auth(owner))
     assert (r.status_code, r.json()) == (404, {"error": "runtime not found"})
+
+
+def test_unbind_agents_and_delete_goes_on_only_with_the_confirmed_agents(
+    client: TestClient, world: World
+) -> None:
+    owner = world.token()
+    member = world.token("m@example.com", role="member")
+    ws = world.workspace()
+    rt = world.runtime(ws)
+    a, b = world.agent(ws, rt, "b-agent"), world.agent(ws, rt, "a-agent")
+    world.agent(ws, rt, "gone", archived=True)
+    world.usage(world.task(a, rt), tokens=(5, 0, 0, 0))
+    url = f"/api/runtimes/{rt}/unbind-agents-and-delete"
+    for bad in (
+        {},
+        {"expected_active_agent_ids": "x"},
+        {"expected_active_agent_ids": ["x"]},
+        {"expected_active_agent_ids": [str(a), 42]},
+    ):
+        r = client.post(url, headers=auth(owner), json=bad)
+        assert (r.status_code, r.json()) == (
+            400,
+            {"error": "expected_active_agent_ids must be a list of valid UUIDs"},
+        ), bad
+    both = [str(a), str(b)]
+    r = client.post(url, headers=auth(member), json={"expected_active_agent_ids": both})
+    assert (r.status_code, r.json()) == (403, {"error": "you can only delete your own runtimes"})
+    for stale in ([], [str(a)], [*both, str(uuid.uuid4())]):
+        r = client.post(url, headers=auth(owner), json={"expected_active_agent_ids": stale})
+        assert r.status_code == 409, stale
+        body = r.json()
+        assert body["code"] == "runtime_delete_plan_changed"
+        assert body["error"] == "the active agent set changed; please review and confirm again."
+        assert [x["name"] for x in body["active_agents"]] == ["a-agent", "b-agent"]
+    left: Any = world.db.execute("SELECT count(*) AS n FROM agent WHERE archived_at IS NULL")
+    assert left.fetchone() == {"n": 2}  # nothing was touched by the refused attempts
+    r = client.post(url, headers=auth(owner), json={"expected_active_agent_ids": both[::-1]})
+    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+    gone: Any = world.db.execute(
+        "SELECT (SELECT count(*) FROM agent) AS agents, (SELECT count(*) FROM agent_runtime) AS rts,"
+        " (SELECT count(*) FROM task_usage) AS usage"
+    ).fetchone()
+    assert gone == {"agents": 0, "rts": 0, "usage": 0}
+    empty = world.runtime(ws)
+    r = client.post(
+        f"/api/runtimes/{empty}/unbind-agents-and-delete",
+        headers=auth(owner),
+        json={"expected_active_agent_ids": []},
+    )
+    assert (r.status_code, r.json()) == (200, {"status": "ok"})

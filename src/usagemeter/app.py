@@ -49,6 +49,13 @@ ROUTES: list[Route] = [
         "PATCH", "/api/runtimes/{runtime_id}", runtimes.patch_runtime, runtimes.RuntimePatch, (403,)
     ),
     Route("DELETE", "/api/runtimes/{runtime_id}", runtimes.delete_runtime, errors=(403, 409)),
+    Route(
+        "POST",
+        "/api/runtimes/{runtime_id}/unbind-agents-and-delete",
+        runtimes.unbind_agents_and_delete,
+        runtimes.UnbindBody,
+        (403, 409),
+    ),
     Route("GET", "/api/runtimes/{runtime_id}/usage", usage.runtime_usage),
     Route("GET", "/api/runtimes/{runtime_id}/usage/by-agent", usage.runtime_usage_by_agent),
     Route("GET", "/api/runtimes/{runtime_id}/usage/by-hour", usage.runtime_usage_by_hour),

@@ -40,7 +40,12 @@ _REASONS = {
 _ERROR = {
     "type": "object",
     "required": ["error"],
-    "properties": {"error": {"type": "string"}},
+    "properties": {
+        "error": {"type": "string"},
+        # A 409 of deleting a runtime also says why in a word, and which agents are in the way.
+        "code": {"type": "string"},
+        "active_agents": {"type": "array", "items": {"type": "object"}},
+    },
     "additionalProperties": False,
 }
 

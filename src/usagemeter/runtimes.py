@@ -6,6 +6,8 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from usagemeter.auth import MANAGERS, Caller, CallerDep, current_workspace, visible
@@ -93,22 +95,60 @@ async def set_zone(conn: AConn, caller: Caller, runtime_id: UUID, zone: str | No
     return row["runtime"]
 
 
-async def delete_runtime(runtime_id: str, caller: CallerDep, conn: Conn) -> dict[str, str]:
-    """Delete a runtime with no active agents (archived ones go with it)."""
+class UnbindBody(BaseModel):
+    """The active agents the person confirmed: the delete goes on only if they still are."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    expected_active_agent_ids: list[Label]
+
+
+HAS_ACTIVE_AGENTS = (
+    "cannot delete runtime: it has active agents bound to it. Archive or reassign the agents first."
+)
+PLAN_CHANGED = "the active agent set changed; please review and confirm again."
+
+
+async def delete_runtime(runtime_id: str, caller: CallerDep, conn: Conn) -> Any:
+    """Delete a runtime with no active agents (archived ones go with it); with active ones,
+    409 `runtime_has_active_agents` listing them."""
     rid = parse_uuid(runtime_id, "runtime_id")
+    return await _delete(conn, caller, rid, None)
+
+
+async def unbind_agents_and_delete(
+    runtime_id: str, request: Request, caller: CallerDep, conn: Conn
+) -> Any:
+    """Archive the runtime's active agents the caller confirmed and delete it; 409
+    `runtime_delete_plan_changed` with the agents as they are when the set changed."""
+    rid = parse_uuid(runtime_id, "runtime_id")
+    body = await read_json(request, "invalid request body")
+    try:
+        expected = UnbindBody.model_validate(body).expected_active_agent_ids
+        ids = {parse_uuid(i, "expected_active_agent_ids") for i in expected}
+    except (ValidationError, ApiError):
+        raise bad_request("expected_active_agent_ids must be a list of valid UUIDs") from None
+    return await _delete(conn, caller, rid, ids)
+
+
+async def _delete(conn: AConn, caller: Caller, rid: UUID, confirmed: set[UUID] | None) -> Any:
+    """Delete a runtime (its archived agents, tasks and usage go with it). Its active agents
+    block it, unless they are exactly `confirmed`: those are archived first."""
     runtime = await runtime_for_caller(conn, caller, rid)
     if not _may_edit(runtime, caller):
         raise ApiError(403, "you can only delete your own runtimes")
     async with conn.transaction():
         if await one(conn, Q.lock_runtime, {"id": rid}) is None:
             raise ApiError(404, "runtime not found")
-        active = await one(conn, Q.count_active_agents, {"id": rid})
-        if active and active["n"]:
-            raise ApiError(
-                409,
-                "cannot delete runtime: it has active agents bound to it. "
-                "Archive or reassign the agents first.",
+        active = await many(conn, Q.active_agents, {"id": rid})
+        if active and (confirmed is None or {a["id"] for a in active} != confirmed):
+            code = (
+                "runtime_has_active_agents" if confirmed is None else "runtime_delete_plan_changed"
             )
+            message = HAS_ACTIVE_AGENTS if confirmed is None else PLAN_CHANGED
+            body = {"error": message, "code": code, "active_agents": active}
+            return JSONResponse(jsonable_encoder(body), status_code=409)
+        if confirmed and active:
+            await conn.execute(Q.archive_agents, {"id": rid})
         await conn.execute(Q.delete_archived_agents, {"id": rid})
         await conn.execute(Q.delete_runtime, {"id": rid})
     return {"status": "ok"}

@@ -42,8 +42,17 @@ RETURNING runtime_json(r) AS runtime;
 -- name: lock_runtime
 SELECT id FROM agent_runtime WHERE id = %(id)s FOR UPDATE;
 
--- name: count_active_agents
-SELECT count(*) AS n FROM agent WHERE runtime_id = %(id)s AND archived_at IS NULL;
+-- name: active_agents
+-- The agents bound to a runtime and not archived (as GET /api/agents lists them), by name.
+SELECT id, workspace_id, name, runtime_id, owner_id, rfc3339(archived_at) AS archived_at,
+       rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at
+FROM agent
+WHERE runtime_id = %(id)s AND archived_at IS NULL
+ORDER BY name COLLATE "C", id;
+
+-- name: archive_agents
+UPDATE agent SET archived_at = now(), updated_at = now()
+WHERE runtime_id = %(id)s AND archived_at IS NULL;
 
 -- name: delete_archived_agents
 DELETE FROM agent WHERE runtime_id = %(id)s AND archived_at IS NOT NULL;
