@@ -133,3 +133,70 @@ def test_unbind_agents_and_delete_goes_on_only_with_the_confirmed_agents(
         json={"expected_active_agent_ids": []},
     )
     assert (r.status_code, r.json()) == (200, {"status": "ok"})
+
+
+def test_patch_names_and_shares_a_runtime_as_todays_multica_does(
+    client: TestClient, world: World
+) -> None:
+    owner = world.token()
+    admin = world.token("a@example.com", role="admin")
+    member = world.token("m@example.com", role="member")
+    ws = world.workspace()
+    mine = world.user_id("m@example.com")
+    rt = world.runtime(ws, owner_id=mine, daemon_id="mac")
+    sibling = world.runtime(ws, provider="codex", owner_id=mine, daemon_id="mac")
+    theirs = world.runtime(ws, provider="gemini", daemon_id="mac")  # no owner
+    url = f"/api/runtimes/{rt}"
+    got = client.get("/api/runtimes", headers=auth(owner, "acme")).json()[0]
+    assert (got["custom_name"], got["visibility"], got["profile_id"]) == (None, "private", None)
+    r = client.patch(url, headers=auth(member), json={"custom_name": "  Studio  "})
+    assert (r.status_code, r.json()["custom_name"], r.json()["name"]) == (200, "Studio", "rt")
+    r = client.patch(
+        url, headers=auth(member), json={"custom_name": "Desk", "apply_to_machine": True}
+    )
+    names = {
+        r["id"]: r["custom_name"]
+        for r in client.get("/api/runtimes", headers=auth(owner, "acme")).json()
+    }
+    assert names == {
+        str(rt): "Desk",
+        str(sibling): "Desk",
+        str(theirs): None,
+    }  # a member: their own
+    client.patch(url, headers=auth(admin), json={"custom_name": "Lab", "apply_to_machine": True})
+    names = {
+        r["id"]: r["custom_name"]
+        for r in client.get("/api/runtimes", headers=auth(owner, "acme")).json()
+    }
+    assert set(names.values()) == {"Lab"}  # an admin: the whole machine
+    assert (
+        client.patch(url, headers=auth(member), json={"custom_name": " "}).json()["custom_name"]
+        is None
+    )
+    # Visibility: only the runtime's owner changes it; sending the current value is no change.
+    r = client.patch(url, headers=auth(admin), json={"visibility": "public"})
+    assert (r.status_code, r.json()) == (
+        403,
+        {"error": "only the runtime owner can change its visibility"},
+    )
+    assert client.patch(url, headers=auth(admin), json={"visibility": "private"}).status_code == 200
+    assert (
+        client.patch(url, headers=auth(member), json={"visibility": "public"}).json()["visibility"]
+        == "public"
+    )
+    for body, error in [
+        ({"visibility": "team"}, "visibility must be 'private' or 'public'"),
+        ({"custom_name": "x" * 101}, "custom name is too long"),
+        ({"name": "new"}, "invalid request body: name cannot be changed"),
+        ({"timezone": "UTC", "status": "online"}, "invalid request body: status cannot be changed"),
+        ({"apply_to_machine": "yes"}, "invalid request body: apply_to_machine is invalid"),
+    ]:
+        r = client.patch(url, headers=auth(member), json=body)
+        assert (r.status_code, r.json()) == (400, {"error": error}), body
+    row: Any = world.db.execute(
+        "SELECT timezone, custom_name FROM agent_runtime WHERE id = %s", (rt,)
+    )
+    assert row.fetchone() == {
+        "timezone": "UTC",
+        "custom_name": None,
+    }  # refused bodies wrote nothing

@@ -240,7 +240,7 @@ async def workspace_page(request: Request, slug: str, conn: Conn) -> Response:
 
 
 SORTS = {
-    "name": lambda r: r["name"].lower(),
+    "name": lambda r: (r["custom_name"] or r["name"]).lower(),
     "status": lambda r: r["status"],
     "zone": lambda r: r["timezone"],
     "last_seen": lambda r: r["last_seen_at"] or "",

@@ -21,6 +21,7 @@ from usagemeter.web import (
     is_zone,
     parse_uuid,
     read_json,
+    reason,
     rollup_enabled,
 )
 
@@ -28,10 +29,20 @@ Q = queries(__file__)
 
 
 class RuntimePatch(BaseModel):
-    """A runtime's new zone: an IANA name; "" means UTC; absent leaves it unchanged."""
+    """What a person may change of a runtime; an absent field is left as it is.
+    `timezone`: an IANA name ("" means UTC). `custom_name`: a display name of at most 100
+    characters ("" or blanks clear it); with `apply_to_machine`, every runtime of the same
+    daemon gets it (a member: only those they own). `visibility`: "private" or "public"
+    (only the runtime's owner changes it). Any other field is refused."""
 
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, extra="forbid")
     timezone: Label | None = None
+    custom_name: Label | None = None
+    visibility: Label | None = None
+    apply_to_machine: bool = False
+
+
+MAX_CUSTOM_NAME = 100
 
 
 async def runtime_for_caller(conn: AConn, caller: Caller, runtime_id: UUID) -> Row:
@@ -68,20 +79,50 @@ def runtime_rows(rows: list[Row]) -> list[Row]:
 
 
 async def patch_runtime(runtime_id: str, request: Request, caller: CallerDep, conn: Conn) -> Any:
-    """Change a runtime's time zone; the next read buckets in it."""
+    """Change a runtime's zone (the next read buckets in it), display name or visibility."""
     rid = parse_uuid(runtime_id, "runtime_id")
     body = await read_json(request, "invalid JSON body")
     if not isinstance(body, dict):
         raise bad_request("invalid JSON body")
     try:
-        timezone = RuntimePatch.model_validate(body).timezone
-    except ValidationError:
-        raise bad_request("invalid IANA timezone") from None
+        patch = RuntimePatch.model_validate(body)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            raise bad_request(f"invalid request body: {field} cannot be changed") from None
+        if field == "timezone":
+            raise bad_request("invalid IANA timezone") from None
+        raise bad_request(f"invalid request body: {field} {reason(first)}") from None
+    timezone = patch.timezone
     if timezone is not None:
         if not (timezone == "" or is_zone(timezone)):
             raise bad_request("invalid IANA timezone")
         timezone = timezone or "UTC"
-    return await set_zone(conn, caller, rid, timezone)
+    if patch.visibility not in (None, "private", "public"):
+        raise bad_request("visibility must be 'private' or 'public'")
+    name = None if patch.custom_name is None else patch.custom_name.strip()
+    if name is not None and len(name) > MAX_CUSTOM_NAME:
+        raise bad_request("custom name is too long")
+    runtime = await runtime_for_caller(conn, caller, rid)
+    if not _may_edit(runtime, caller):
+        raise ApiError(403, "you can only edit your own runtimes")
+    visibility = patch.visibility if patch.visibility != runtime["visibility"] else None
+    if visibility is not None and (caller.user_id is None or runtime["owner_id"] != caller.user_id):
+        raise ApiError(403, "only the runtime owner can change its visibility")
+    async with conn.transaction():
+        if name is not None and patch.apply_to_machine and runtime["daemon_id"] is not None:
+            owner = None if runtime["role"] in MANAGERS else caller.user_id
+            await conn.execute(
+                Q.rename_machine,
+                {
+                    "custom_name": name or None,
+                    "workspace_id": runtime["workspace_id"],
+                    "daemon_id": runtime["daemon_id"],
+                    "owner_id": owner,
+                },
+            )
+        return await _update(conn, rid, timezone, visibility, name)
 
 
 async def set_zone(conn: AConn, caller: Caller, runtime_id: UUID, zone: str | None) -> Any:
@@ -89,7 +130,20 @@ async def set_zone(conn: AConn, caller: Caller, runtime_id: UUID, zone: str | No
     runtime = await runtime_for_caller(conn, caller, runtime_id)
     if not _may_edit(runtime, caller):
         raise ApiError(403, "you can only edit your own runtimes")
-    row = await one(conn, Q.set_runtime_timezone, {"id": runtime_id, "timezone": zone})
+    return await _update(conn, runtime_id, zone, None, None)
+
+
+async def _update(
+    conn: AConn, rid: UUID, timezone: str | None, visibility: str | None, name: str | None
+) -> Any:
+    params = {
+        "id": rid,
+        "timezone": timezone,
+        "visibility": visibility,
+        "set_name": name is not None,
+        "custom_name": name or None,
+    }
+    row = await one(conn, Q.update_runtime, params)
     if row is None:
         raise ApiError(404, "runtime not found")
     return row["runtime"]

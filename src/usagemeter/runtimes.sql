@@ -1,6 +1,6 @@
 -- name: runtime_access
 -- A runtime with the caller's role in its own workspace (NULL role: not visible).
-SELECT r.id, r.workspace_id, r.timezone, r.owner_id,
+SELECT r.id, r.workspace_id, r.timezone, r.owner_id, r.daemon_id, r.visibility,
        caller_role(r.workspace_id, %(user_id)s, %(daemon_workspace_id)s) AS role
 FROM agent_runtime r
 WHERE r.id = %(id)s;
@@ -32,12 +32,26 @@ FROM agent_runtime r
 CROSS JOIN LATERAL runtime_week_cost(r.id, r.timezone, %(rollup)s) c
 WHERE r.id = %(runtime_id)s;
 
--- name: set_runtime_timezone
+-- name: update_runtime
+-- Set what is given (NULL: leave it): the zone, the visibility, and with %(set_name)s the
+-- display name (NULL clears it); updated_at moves when anything was given.
 UPDATE agent_runtime r
 SET timezone = coalesce(%(timezone)s::text, r.timezone),
-    updated_at = CASE WHEN %(timezone)s::text IS NULL THEN r.updated_at ELSE now() END
+    visibility = coalesce(%(visibility)s::text, r.visibility),
+    custom_name = CASE WHEN %(set_name)s THEN %(custom_name)s::text ELSE r.custom_name END,
+    updated_at = CASE WHEN %(timezone)s::text IS NULL AND %(visibility)s::text IS NULL
+                           AND NOT %(set_name)s
+                      THEN r.updated_at ELSE now() END
 WHERE r.id = %(id)s
 RETURNING runtime_json(r) AS runtime;
+
+-- name: rename_machine
+-- The display name of every runtime of the machine (its daemon) in the workspace, or only
+-- of those %(owner_id)s owns.
+UPDATE agent_runtime r
+SET custom_name = %(custom_name)s::text, updated_at = now()
+WHERE r.workspace_id = %(workspace_id)s AND r.daemon_id = %(daemon_id)s
+  AND (%(owner_id)s::uuid IS NULL OR r.owner_id = %(owner_id)s);
 
 -- name: lock_runtime
 SELECT id FROM agent_runtime WHERE id = %(id)s FOR UPDATE;

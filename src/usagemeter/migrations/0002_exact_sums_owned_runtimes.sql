@@ -739,3 +739,36 @@ LANGUAGE sql STABLE AS $$
     LEFT JOIN usage_report(usage_since(now(), p_tz, 14), p_tz, p_runtime_id => p_runtime_id,
                            p_by_date => true, p_rollup => p_rollup) u ON u.date < d.today
 $$;
+
+-- Today's Multica: runtimes carry a display name set by a person, a visibility and the
+-- runtime profile they are an instance of.
+ALTER TABLE agent_runtime
+    ADD COLUMN custom_name text NULL,
+    ADD COLUMN visibility text NOT NULL DEFAULT 'private'
+        CHECK (visibility IN ('private', 'public')),
+    ADD COLUMN profile_id uuid NULL;
+
+CREATE OR REPLACE FUNCTION runtime_json(r agent_runtime)
+RETURNS json
+LANGUAGE sql STABLE AS $$
+    SELECT json_build_object(
+        'id', r.id,
+        'workspace_id', r.workspace_id,
+        'daemon_id', r.daemon_id,
+        'name', r.name,
+        'custom_name', r.custom_name,
+        'runtime_mode', r.runtime_mode,
+        'provider', r.provider,
+        'launch_header', launch_header(r.provider),
+        'status', r.status,
+        'device_info', r.device_info,
+        'metadata', coalesce(r.metadata, '{}'::jsonb),
+        'owner_id', r.owner_id,
+        'visibility', r.visibility,
+        'profile_id', r.profile_id,
+        'timezone', r.timezone,
+        'last_seen_at', rfc3339(r.last_seen_at),
+        'created_at', rfc3339(r.created_at),
+        'updated_at', rfc3339(r.updated_at)
+    )
+$$;

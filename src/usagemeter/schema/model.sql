@@ -46,6 +46,12 @@ CREATE TABLE agent_runtime (
     legacy_daemon_id text NULL,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
+    -- Today's Multica: a display name set by a person (NULL: the daemon's `name`), who may
+    -- bind agents to it ('private': its owner; 'public': any member), and the custom
+    -- runtime profile it is an instance of.
+    custom_name      text NULL,
+    visibility       text NOT NULL DEFAULT 'private' CHECK (visibility IN ('private', 'public')),
+    profile_id       uuid NULL,
     UNIQUE (workspace_id, daemon_id, provider)
 );
 
@@ -238,6 +244,7 @@ LANGUAGE sql STABLE AS $$
         'workspace_id', r.workspace_id,
         'daemon_id', r.daemon_id,
         'name', r.name,
+        'custom_name', r.custom_name,
         'runtime_mode', r.runtime_mode,
         'provider', r.provider,
         'launch_header', launch_header(r.provider),
@@ -245,6 +252,8 @@ LANGUAGE sql STABLE AS $$
         'device_info', r.device_info,
         'metadata', coalesce(r.metadata, '{}'::jsonb),
         'owner_id', r.owner_id,
+        'visibility', r.visibility,
+        'profile_id', r.profile_id,
         'timezone', r.timezone,
         'last_seen_at', rfc3339(r.last_seen_at),
         'created_at', rfc3339(r.created_at),
