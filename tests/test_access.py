@@ -181,6 +181,10 @@ MATRIX: dict[tuple[str, str], tuple[Make, str]] = {
         lambda s: ("/api/workspaces", None),
         "401 401 200 200 200 200 200 200",
     ),
+    ("GET", "/api/daemon/workspaces"): (
+        lambda s: ("/api/daemon/workspaces", None),
+        "401 401 200 200 200 200 200 200",
+    ),
     ("POST", "/api/workspaces"): (
         lambda s: ("/api/workspaces", {"slug": f"w-{uuid.uuid4().hex[:8]}"}),
         "401 401 200 403 200 200 200 403",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -389,3 +391,44 @@ def test_task_usage_errors(client: TestClient, world: World, task: Any) -> None:
     )
     assert (r.status_code, r.json()) == (404, {"error": "task not found"})
     assert usage_rows(world) == []
+
+
+def test_register_answers_as_todays_multica_and_keeps_profiles(
+    client: TestClient, world: World
+) -> None:
+    token = world.daemon_token()
+    ws = world.workspace()
+    profile = str(uuid.uuid4())
+    body = {
+        "workspace_id": str(ws),
+        "daemon_id": "d1",
+        "runtimes": [{"type": "claude"}, {"type": "custom-x", "profile_id": profile}],
+    }
+    r = register(client, token, body)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert list(answer) == ["runtimes", "repos", "repos_version", "settings"]
+    assert (answer["repos"], answer["settings"]) == ([], None)
+    assert answer["repos_version"] == hashlib.sha256(b"").hexdigest()
+    assert [x["profile_id"] for x in answer["runtimes"]] == [None, profile]
+    # Only profiles that failed to start, no runtime: accepted, as today's daemon expects.
+    failed = {**body, "runtimes": [], "failed_profiles": [{"profile_id": profile, "reason": "x"}]}
+    r = register(client, token, failed)
+    assert (r.status_code, r.json()["runtimes"]) == (200, [])
+    assert register(client, token, {**body, "runtimes": []}).json() == {
+        "error": "at least one runtime is required"
+    }
+    bad = {**body, "runtimes": [{"type": "claude", "profile_id": "nope"}]}
+    assert register(client, token, bad).json() == {"error": "invalid profile_id"}
+
+
+def test_daemon_workspaces_lists_what_the_token_may_serve(client: TestClient, world: World) -> None:
+    daemon = world.daemon_token("acme")
+    owner = world.token("o@example.com", "acme")
+    world.token("o@example.com", "beta")
+    world.workspace("gamma")
+    acme = client.get("/api/daemon/workspaces", headers=auth(daemon)).json()
+    assert [w["name"] for w in acme] == ["acme"] and set(acme[0]) == {"id", "name"}
+    mine = client.get("/api/daemon/workspaces", headers=auth(owner)).json()
+    assert [w["name"] for w in mine] == ["acme", "beta"]
+    assert client.get("/api/daemon/workspaces").status_code == 401

@@ -69,6 +69,7 @@ ROUTES: list[Route] = [
     Route("GET", "/api/issues/{issue_id}/usage", usage.issue_usage),
     # Ingest (docs/api.md: ingest)
     Route("POST", "/api/daemon/register", daemon.register, daemon.RegisterBody, (403,)),
+    Route("GET", "/api/daemon/workspaces", daemon.daemon_workspaces),
     Route("POST", "/api/daemon/tasks/{task_id}/usage", daemon.task_usage, ingest.DaemonUsageBody),
     Route("POST", "/api/usage/batch", ingest.batch_usage, ingest.BatchBody, workspace=True),
     # Prices (cost of usage)

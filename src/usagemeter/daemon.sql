@@ -4,11 +4,13 @@
 -- it owns or one without an owner (which it claims); a daemon token refreshes any runtime
 -- of its workspace and never changes an owner. No row: the runtime is someone else's.
 INSERT INTO agent_runtime AS r (workspace_id, daemon_id, provider, name, runtime_mode, status,
-                                device_info, metadata, owner_id, last_seen_at, timezone)
+                                device_info, metadata, owner_id, last_seen_at, timezone,
+                                profile_id)
 VALUES (%(workspace_id)s, %(daemon_id)s, %(provider)s, %(name)s, 'local', %(status)s,
-        %(device_info)s, %(metadata)s, %(owner_id)s, now(), %(timezone)s)
+        %(device_info)s, %(metadata)s, %(owner_id)s, now(), %(timezone)s, %(profile_id)s)
 ON CONFLICT (workspace_id, daemon_id, provider) DO UPDATE
 SET name = excluded.name,
+    profile_id = excluded.profile_id,
     status = excluded.status,
     device_info = excluded.device_info,
     metadata = excluded.metadata,
@@ -27,3 +29,11 @@ SELECT runtime_json(r) AS runtime
 FROM unnest(%(ids)s::uuid[]) WITH ORDINALITY AS i (id, n)
 JOIN agent_runtime r ON r.id = i.id
 ORDER BY i.n;
+
+-- name: daemon_workspaces
+-- A daemon token's workspace, or every workspace the user belongs to: {id, name}.
+SELECT w.id, w.name
+FROM workspace w
+WHERE w.id = %(daemon_workspace_id)s
+   OR w.id IN (SELECT m.workspace_id FROM member m WHERE m.user_id = %(user_id)s)
+ORDER BY w.created_at, w.id;
