@@ -304,6 +304,10 @@ async def runtime_page(request: Request, slug: str, runtime_id: str, conn: Conn)
     weeks = charts.weeks(all_days, today)
     agent_shares, agent_total = charts.shares(by_agent, "agent_id")
     model_shares, model_total = charts.shares(by_agent, "model")
+    cost_by_hour, started_by_hour = (
+        charts.hours(by_hour, "cost_usd"),
+        charts.hours(activity, "count"),
+    )
     q = {"tz": zone}
     base = f"/api/runtimes/{rid}"
     may_edit = ws.role in MANAGERS or runtime["owner_id"] == who.user_id
@@ -327,14 +331,12 @@ async def runtime_page(request: Request, slug: str, runtime_id: str, conn: Conn)
                     weeks, [f"{w.date}{' (partial)' if w.partial else ''}" for w in weeks]
                 ),
             },
-            "hour_chart": charts.chart(HOURS, {"Cost": charts.hours(by_hour, "cost_usd")}, "usd"),
-            "started_chart": charts.chart(
-                HOURS, {"Tasks started": charts.hours(activity, "count")}, "count"
-            ),
+            "hour_chart": charts.chart(HOURS, {"Cost": cost_by_hour}, "usd"),
+            "started_chart": charts.chart(HOURS, {"Tasks started": started_by_hour}, "count"),
             "heatmap": charts.heatmap(all_days, today),
-            "cost_by_hour": charts.hours(by_hour, "cost_usd"),
+            "cost_by_hour": cost_by_hour,
             "tokens_by_hour": charts.hours(by_hour, "tokens"),
-            "started_by_hour": charts.hours(activity, "count"),
+            "started_by_hour": started_by_hour,
             "agents": agent_shares,
             "agent_total": agent_total,
             "models": model_shares,
