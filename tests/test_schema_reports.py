@@ -4,8 +4,9 @@ after every step of generated histories, and reads the buckets it should."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -206,19 +207,86 @@ def test_workspace_reads_take_utc_days_and_heads(world: World, db: psycopg.Conne
 
 
 def test_multi_provider_pairs_follow_their_rows(world: World, db: psycopg.Connection[Row]) -> None:
+    # Listed by the write itself, before any tick: no read looks for pairs among deltas.
     ws = world.workspace()
     rid = world.runtime(ws, tz="UTC")
     task = world.task(world.agent(ws, rid), rid)
     world.usage(task, provider="anthropic")
-    rollup.drain(db)
-    pairs = "SELECT task_id, model FROM usage_multi_provider"
+    pairs = "SELECT task_id, model, runtime_id FROM usage_multi_provider"
     assert db.execute(pairs).fetchall() == []
     world.usage(task, provider="bedrock")
+    listed = {"task_id": task, "model": "claude-sonnet-4-5", "runtime_id": rid}
+    assert db.execute(pairs).fetchall() == [listed]
+    # A task moved to another runtime takes its pair along.
+    other = world.runtime(ws, tz="UTC")
+    db.execute("UPDATE agent_task_queue SET runtime_id = %s WHERE id = %s", (other, task))
+    assert db.execute(pairs).fetchall() == [{**listed, "runtime_id": other}]
     rollup.drain(db)
-    assert db.execute(pairs).fetchall() == [{"task_id": task, "model": "claude-sonnet-4-5"}]
+    assert db.execute(pairs).fetchall() == [{**listed, "runtime_id": other}]
     db.execute("DELETE FROM task_usage WHERE provider = 'bedrock'")
-    rollup.drain(db)
     assert db.execute(pairs).fetchall() == []
+
+
+def test_concurrent_writers_of_one_pair_list_it(
+    world: World, db: psycopg.Connection[Row], db_url: str
+) -> None:
+    # Two transactions each write one provider of the same (task, model). Neither sees the
+    # other's row when it writes; the second to lock the task waits for the first to
+    # commit and then lists the pair. Without the lock, neither would.
+    ws = world.workspace()
+    rid = world.runtime(ws, tz="UTC")
+    task = world.task(world.agent(ws, rid), rid)
+    insert = (
+        "INSERT INTO task_usage (task_id, provider, model, input_tokens) VALUES (%s, %s, 'm', 1)"
+    )
+    with connect(db_url) as first, connect(db_url) as second:
+        first.execute("BEGIN")
+        first.execute(insert, (task, "a"))
+        done = threading.Event()
+
+        def write_second() -> None:
+            second.execute(insert, (task, "b"))
+            done.set()
+
+        writer = threading.Thread(target=write_second)
+        writer.start()
+        assert not done.wait(0.5)  # the second writer waits for the first
+        first.execute("COMMIT")
+        writer.join(10)
+        assert done.is_set()
+    assert db.execute("SELECT task_id, model FROM usage_multi_provider").fetchall() == [
+        {"task_id": task, "model": "m"}
+    ]
+    daily = {"workspace_id": ws, "days": 1, "tz": "UTC"}
+    rows = db.execute(usage.Q.workspace_daily, {**daily, "rollup": True}).fetchall()
+    assert [r["task_count"] for r in rows] == [1]
+    assert rows == db.execute(usage.Q.workspace_daily, {**daily, "rollup": False}).fetchall()
+
+
+def test_queued_deltas_of_a_zone_with_an_odd_offset_are_summed_per_instant(
+    world: World, db: psycopg.Connection[Row]
+) -> None:
+    # A read sums queued deltas per quarter hour only where every offset of its zone is a
+    # whole number of quarter hours. Monrovia was 44:30 behind UTC until 1972: its dates
+    # began at 00:44:30 UTC, inside the quarter hour from 00:30. A runtime there reads its
+    # own day buckets from a local midnight on, and the deltas after it from the queue.
+    ws = world.workspace()
+    rid = world.runtime(ws, tz="Africa/Monrovia")
+    agent = world.agent(ws, rid)
+    midnight = datetime(1971, 6, 2, 0, 44, 30, tzinfo=UTC)
+    for at in (midnight - timedelta(seconds=1), midnight):
+        world.usage(world.task(agent, rid), at=at)
+    report = (
+        "SELECT date, input_tokens FROM usage_report(%s, 'Africa/Monrovia', p_runtime_id => %s,"
+        " p_by_date => true, p_rollup => %s) ORDER BY date"
+    )
+    since = midnight - timedelta(days=1)
+    rows = db.execute(report, (since, rid, True)).fetchall()
+    assert rows == db.execute(report, (since, rid, False)).fetchall()
+    assert rows == [
+        {"date": date(1971, 6, 1), "input_tokens": 100},
+        {"date": date(1971, 6, 2), "input_tokens": 100},
+    ]
 
 
 def test_a_new_zone_is_read_raw_until_its_offsets_are_built(

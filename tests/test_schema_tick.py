@@ -230,7 +230,7 @@ def test_parallel_writers_movers_and_ticks_lose_no_invalidation(
     assert before and db.execute("SELECT count(*) AS n FROM task_usage").fetchone() == {
         "n": sum(r["rows"] for r in before)
     }
-    # The ticks alone listed exactly the (task, model) pairs under two or more providers.
+    # The writes listed exactly the (task, model) pairs under two or more providers.
     listed = "SELECT task_id, model FROM usage_multi_provider ORDER BY 1, 2"
     multi = (
         "SELECT task_id, model FROM task_usage GROUP BY 1, 2"

@@ -22,11 +22,12 @@ COPY usage_staging (ord, task_id, provider, model, input_tokens, output_tokens,
 
 -- name: lock_tasks
 -- Hold the staged entries' tasks until commit, in id order: a task moved to another runtime
--- meanwhile would otherwise move its usage rows without these uncommitted ones.
+-- meanwhile would otherwise move its usage rows without these uncommitted ones. The lock
+-- the capture trigger takes after the upsert (schema/capture.sql), taken first.
 SELECT 1 FROM agent_task_queue
 WHERE id IN (SELECT task_id FROM usage_staging)
 ORDER BY id
-FOR SHARE;
+FOR NO KEY UPDATE;
 
 -- name: first_foreign_entry
 -- The first staged entry whose task is not in the workspace (through its agent).

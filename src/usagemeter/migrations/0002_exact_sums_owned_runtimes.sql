@@ -772,3 +772,438 @@ LANGUAGE sql STABLE AS $$
         'updated_at', rfc3339(r.updated_at)
     )
 $$;
+
+-- Reports read queued deltas summed per group, and no longer look among them for (task,
+-- model) pairs under several providers: every writer keeps usage_multi_provider exact in
+-- its own transaction, so the queue no longer carries task ids and the tick no longer syncs
+-- pairs. The pairs of deltas still queued are synced once here, writers held off meanwhile.
+LOCK TABLE task_usage IN SHARE MODE;
+SELECT multi_provider_sync(array_agg(task_id), array_agg(model)) FROM usage_dirty;
+ALTER TABLE usage_dirty RENAME TO usage_dirty_0_1;
+ALTER TABLE usage_dirty_0_1 RENAME CONSTRAINT usage_dirty_pkey TO usage_dirty_0_1_pkey;
+ALTER INDEX idx_usage_dirty_runtime_id_created_at RENAME TO usage_dirty_0_1_runtime;
+ALTER INDEX idx_usage_dirty_workspace_id_created_at RENAME TO usage_dirty_0_1_workspace;
+ALTER SEQUENCE usage_dirty_id_seq RENAME TO usage_dirty_0_1_id_seq;
+ALTER TABLE usage_dirty_0_1 RENAME CONSTRAINT usage_dirty_rows_check TO usage_dirty_0_1_rows;
+
+CREATE TABLE usage_dirty (
+    id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    runtime_id         uuid NOT NULL,
+    workspace_id       uuid NOT NULL,
+    agent_id           uuid NOT NULL,
+    provider           text NOT NULL,
+    model              text NOT NULL,
+    created_at         timestamptz NOT NULL,
+    input_tokens       bigint NOT NULL,
+    output_tokens      bigint NOT NULL,
+    cache_read_tokens  bigint NOT NULL,
+    cache_write_tokens bigint NOT NULL,
+    cost_usd           numeric NULL,
+    rows               smallint NOT NULL CHECK (rows IN (-1, 1)),
+    queued_at          timestamptz NOT NULL DEFAULT now(),
+    -- Set by a tick that could not fold this workspace's deltas (rollup_state.last_error
+    -- says why): later ticks pass them by until rollup_retry_held(); reads count them from
+    -- the queue as any other, so they stay exact.
+    held               boolean NOT NULL DEFAULT false
+);
+
+CREATE INDEX idx_usage_dirty_runtime_id_created_at ON usage_dirty (runtime_id, created_at);
+
+CREATE INDEX idx_usage_dirty_workspace_id_created_at ON usage_dirty (workspace_id, created_at);
+
+INSERT INTO usage_dirty (id, runtime_id, workspace_id, agent_id, provider, model, created_at,
+                         input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+                         cost_usd, rows, queued_at, held)
+OVERRIDING SYSTEM VALUE
+SELECT id, runtime_id, workspace_id, agent_id, provider, model, created_at, input_tokens,
+       output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, rows, queued_at, held
+FROM usage_dirty_0_1;
+SELECT setval(pg_get_serial_sequence('usage_dirty', 'id'), last_value, is_called)
+FROM usage_dirty_0_1_id_seq;
+DROP TABLE usage_dirty_0_1;
+
+-- Each writer also keeps usage_multi_provider exact for the (task, model) pairs it wrote
+-- (buckets.sql), so that no read has to look for them among the deltas. Writers of one task
+-- take turns: the trigger locks the written tasks (in id order), then syncs their pairs in a
+-- statement of its own, whose snapshot sees every row an earlier writer of those tasks
+-- committed (READ COMMITTED, as every writer of usagemeter's own runs).
+CREATE OR REPLACE FUNCTION queue_usage()
+RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_task_ids uuid[];
+    v_models text[];
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, provider, model,
+                                 created_at, input_tokens, output_tokens, cache_read_tokens,
+                                 cache_write_tokens, cost_usd, rows)
+        SELECT runtime_id, workspace_id, agent_id, provider, model, created_at,
+               input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, 1
+        FROM new_usage;
+        SELECT array_agg(task_id), array_agg(model) INTO v_task_ids, v_models FROM new_usage;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, provider, model,
+                                 created_at, input_tokens, output_tokens, cache_read_tokens,
+                                 cache_write_tokens, cost_usd, rows)
+        SELECT runtime_id, workspace_id, agent_id, provider, model, created_at,
+               -input_tokens, -output_tokens, -cache_read_tokens, -cache_write_tokens,
+               -cost_usd, -1
+        FROM old_usage;
+        SELECT array_agg(task_id), array_agg(model) INTO v_task_ids, v_models FROM old_usage;
+    ELSE
+        -- Rows whose counted values changed (a repeated report only bumps updated_at).
+        INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, provider, model,
+                                 created_at, input_tokens, output_tokens, cache_read_tokens,
+                                 cache_write_tokens, cost_usd, rows)
+        SELECT d.*
+        FROM old_usage o
+        JOIN new_usage n ON n.id = o.id
+        CROSS JOIN LATERAL (VALUES
+            (o.runtime_id, o.workspace_id, o.agent_id, o.provider, o.model,
+             o.created_at, -o.input_tokens, -o.output_tokens, -o.cache_read_tokens,
+             -o.cache_write_tokens, -o.cost_usd, -1),
+            (n.runtime_id, n.workspace_id, n.agent_id, n.provider, n.model,
+             n.created_at, n.input_tokens, n.output_tokens, n.cache_read_tokens,
+             n.cache_write_tokens, n.cost_usd, 1)) d
+        WHERE (o.runtime_id, o.workspace_id, o.agent_id, o.provider, o.model,
+               o.created_at, o.input_tokens, o.output_tokens, o.cache_read_tokens,
+               o.cache_write_tokens, o.cost_usd)
+              IS DISTINCT FROM
+              (n.runtime_id, n.workspace_id, n.agent_id, n.provider, n.model,
+               n.created_at, n.input_tokens, n.output_tokens, n.cache_read_tokens,
+               n.cache_write_tokens, n.cost_usd);
+        -- The pairs of rows that changed task, provider, model or scope, before and after.
+        SELECT array_agg(p.task_id), array_agg(p.model) INTO v_task_ids, v_models
+        FROM old_usage o
+        JOIN new_usage n ON n.id = o.id
+        CROSS JOIN LATERAL (VALUES (o.task_id, o.model), (n.task_id, n.model)) p(task_id, model)
+        WHERE (o.task_id, o.provider, o.model, o.runtime_id, o.workspace_id)
+              IS DISTINCT FROM (n.task_id, n.provider, n.model, n.runtime_id, n.workspace_id);
+    END IF;
+    IF v_task_ids IS NOT NULL THEN
+        PERFORM FROM agent_task_queue WHERE id = ANY (v_task_ids) ORDER BY id
+        FOR NO KEY UPDATE;
+        PERFORM multi_provider_sync(v_task_ids, v_models);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Fold the queued deltas of p_ids into the segments and into the day buckets of every zone
+-- of their runtime, deleting them from the queue; returns how many. Callers hold the
+-- rollup lock.
+CREATE OR REPLACE FUNCTION rollup_fold(p_ids bigint[])
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_rows usage_rollup[];
+    v_day_rows usage_day[];
+BEGIN
+    WITH batch AS (
+        -- = ANY(...): probes by primary key, never a scan of a queue full of rows deleted
+        -- by earlier ticks and not yet vacuumed.
+        DELETE FROM usage_dirty WHERE id = ANY (p_ids)
+        RETURNING *
+    ), cut AS MATERIALIZED (  -- once, not per row
+        SELECT usage_cuts() AS s
+    ), seg AS (
+        SELECT array_agg(ROW(b.runtime_id, seg_start(b.created_at, cut.s), b.agent_id,
+                             b.provider, b.model, b.cost_usd IS NOT NULL, b.workspace_id,
+                             b.input_tokens, b.output_tokens, b.cache_read_tokens,
+                             b.cache_write_tokens, b.cost_usd, b.rows)::usage_rollup) AS rows
+        FROM batch b
+        CROSS JOIN cut
+    ), day AS (  -- a row for each zone of the runtime
+        SELECT array_agg(ROW(b.runtime_id, (b.created_at AT TIME ZONE z.zone)::date,
+                             utc_day(b.created_at), b.workspace_id, b.agent_id, b.provider,
+                             b.model, b.cost_usd IS NOT NULL, b.input_tokens, b.output_tokens,
+                             b.cache_read_tokens, b.cache_write_tokens, b.cost_usd, b.rows,
+                             z.zone)::usage_day) AS rows
+        FROM batch b
+        JOIN usage_day_zone z ON z.runtime_id = b.runtime_id
+    )
+    SELECT seg.rows, day.rows INTO v_rows, v_day_rows FROM seg, day;
+    PERFORM rollup_add(v_rows);
+    PERFORM day_add(v_day_rows);
+    RETURN coalesce(cardinality(v_rows), 0);
+END
+$$;
+
+-- Recompute the segments of (runtime, UTC day) keys, cut by every registered offset, as
+-- task_usage minus the deltas still queued (the folded state at this one snapshot), and
+-- add the difference to the segments as they are. Callers hold the rollup lock (rollup_lock): two recomputes
+-- of one key from different snapshots could otherwise write the older answer last.
+CREATE OR REPLACE FUNCTION segment_recompute(p_runtime_ids uuid[], p_days date[])
+RETURNS integer
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- Summed per segment first: the array holds segments, not rows (an array must stay
+    -- under 1 GB).
+    PERFORM rollup_add(ARRAY(
+        WITH k AS (
+            SELECT k.runtime_id, utc_start(k.day) AS lo, utc_start(k.day + 1) AS hi
+            FROM unnest(p_runtime_ids, p_days) k(runtime_id, day)
+        ), cut AS MATERIALIZED (  -- once, not per row
+            SELECT usage_cuts() AS s
+        ), delta AS (
+            SELECT ROW(u.runtime_id, seg_start(u.created_at, cut.s), u.agent_id, u.provider,
+                       u.model, u.cost_usd IS NOT NULL, u.workspace_id, u.input_tokens,
+                       u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, u.cost_usd,
+                       1)::usage_rollup AS r
+            FROM k
+            JOIN task_usage u ON u.runtime_id = k.runtime_id
+                AND u.created_at >= k.lo AND u.created_at < k.hi
+            CROSS JOIN cut
+            UNION ALL
+            SELECT ROW(d.runtime_id, seg_start(d.created_at, cut.s), d.agent_id, d.provider,
+                       d.model, d.cost_usd IS NOT NULL, d.workspace_id, -d.input_tokens,
+                       -d.output_tokens, -d.cache_read_tokens, -d.cache_write_tokens,
+                       -d.cost_usd, -d.rows)::usage_rollup
+            FROM k
+            JOIN usage_dirty d ON d.runtime_id = k.runtime_id
+                AND d.created_at >= k.lo AND d.created_at < k.hi
+            CROSS JOIN cut
+            UNION ALL
+            SELECT ROW(r.runtime_id, r.seg_start, r.agent_id, r.provider, r.model, r.reported,
+                       r.workspace_id, -r.input_tokens, -r.output_tokens, -r.cache_read_tokens,
+                       -r.cache_write_tokens, -r.cost_usd, -r.rows)::usage_rollup
+            FROM k
+            JOIN usage_rollup r ON r.runtime_id = k.runtime_id
+                AND r.seg_start >= k.lo AND r.seg_start < k.hi
+        )
+        SELECT ROW((r).runtime_id, (r).seg_start, (r).agent_id, (r).provider, (r).model,
+                   (r).reported, (r).workspace_id, sum((r).input_tokens),
+                   sum((r).output_tokens), sum((r).cache_read_tokens),
+                   sum((r).cache_write_tokens), sum((r).cost_usd),
+                   sum((r).rows))::usage_rollup
+        FROM delta
+        GROUP BY (r).runtime_id, (r).seg_start, (r).agent_id, (r).provider, (r).model,
+                 (r).reported, (r).workspace_id
+    ));
+
+    RETURN cardinality(p_runtime_ids);
+END
+$$;
+
+-- Usage since p_since of one runtime, else one workspace, as usage_report_raw has it (no
+-- hours), from the rollup. Spans, each read from one source, plus the deltas still queued
+-- in the spans that buckets serve:
+--   [p_since, seg_end)       segments (seg_end: where segments serve p_tz, rollup_end(),
+--                            at most p_days_from); a workspace whose dates each start at a
+--                            cut with heads reads its whole UTC days from usage_day_ws and
+--                            the part of a day before each such instant from usage_head_ws
+--                            instead;
+--   [seg_end, p_days_from)   raw rows (normally empty: today's rows are folded);
+--   [p_days_from, infinity)  the runtime's day buckets in p_day_zone, from p_days_from's
+--                            local date on (p_days_from: the first instant of that date, a
+--                            cut; NULL: no day buckets, and the raw span is unbounded).
+-- INVARIANT: a tick deletes deltas and adds them to the buckets in one transaction, so at
+-- any snapshot every usage row is counted exactly once. A group is returned when it has
+-- rows (a delta counts +1 or -1).
+--
+-- task_count (with p_count_tasks, which requires p_by_model): every usage row counts as a
+-- task (one row per task, provider and model). The rows of (task, model) pairs reported
+-- under several providers are corrected per group: -1 each, +1 per distinct task. The
+-- pairs are those usage_multi_provider lists in the report's scope (all of them, at every
+-- snapshot), so the correction's cost depends on the scope's own pairs only.
+CREATE OR REPLACE FUNCTION usage_report_rollup(p_since timestamptz, p_tz text,
+                                               p_runtime_id uuid, p_workspace_id uuid,
+                                               p_by_date boolean, p_by_agent boolean,
+                                               p_by_provider boolean, p_by_model boolean,
+                                               p_count_tasks boolean,
+                                               p_days_from timestamptz, p_day_zone text)
+RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
+               input_tokens numeric, output_tokens numeric,
+               cache_read_tokens numeric, cache_write_tokens numeric,
+               task_count bigint, cost_units numeric, unpriced_tokens numeric)
+LANGUAGE sql STABLE AS $$
+    WITH span AS (
+        -- seg_end, raw_end, the local midnights of the dates from p_since's to seg_end's
+        -- where each is the first instant of its date (else NULL: dates are then converted),
+        -- and the instants at which a workspace report reads heads (NULL: it reads
+        -- segments), which it may when it has no dates or each of its dates starts at its
+        -- midnight: p_since, seg_end and the midnights between, but those at 00:00 UTC
+        -- (whose heads are empty).
+        SELECT e.seg_end, e.raw_end, m.first, m.midnights, e.bin_until,
+               CASE WHEN p_runtime_id IS NULL AND e.seg_end > p_since
+                         AND (NOT p_by_date OR m.midnights IS NOT NULL)
+                    THEN ARRAY(SELECT DISTINCT t.t
+                               FROM unnest(ARRAY[p_since, e.seg_end] || m.midnights) t(t)
+                               WHERE t.t >= p_since AND t.t <= e.seg_end
+                                 AND day_second(t.t) <> 0) END AS heads
+        FROM (SELECT least(CASE WHEN p_days_from = p_since THEN p_since
+                                ELSE rollup_end(p_tz, p_since, true) END,
+                           p_days_from) AS seg_end,
+                     coalesce(p_days_from, 'infinity') AS raw_end,
+                     -- Deltas before bin_until are summed per quarter hour (UTC) first: no
+                     -- quarter hour spans two UTC days, nor two local dates where every
+                     -- offset of p_tz is a whole number of quarter hours (as every zone's
+                     -- has been since 1979). Later ones, and all in a zone with an odd
+                     -- offset in the span, are summed per instant.
+                     CASE WHEN NOT p_by_date
+                               OR isfinite(p_since) AND NOT EXISTS (
+                                   SELECT FROM zone_offsets(p_tz, (p_since AT TIME ZONE p_tz)::date,
+                                                            (now() AT TIME ZONE p_tz)::date + 2) o
+                                   WHERE o % 900 <> 0)
+                          THEN now() + interval '1 day' ELSE '-infinity' END AS bin_until
+              OFFSET 0) e  -- once
+        CROSS JOIN LATERAL (
+            SELECT min(d.d) AS first,
+                   CASE WHEN bool_and((d.m AT TIME ZONE p_tz)::date = d.d
+                                      AND ((d.m - interval '1 microsecond') AT TIME ZONE p_tz)::date
+                                          = d.d - 1)
+                        THEN array_agg(d.m ORDER BY d.d) END AS midnights
+            FROM (SELECT CASE WHEN p_by_date AND e.seg_end > p_since
+                              THEN (p_since AT TIME ZONE p_tz)::date END AS lo,
+                         (e.seg_end AT TIME ZONE p_tz)::date AS hi) b
+            CROSS JOIN LATERAL generate_series(0, b.hi - b.lo) g(i)
+            CROSS JOIN LATERAL (SELECT b.lo + g.i AS d,
+                                       (b.lo + g.i)::timestamp AT TIME ZONE p_tz AS m) d
+        ) m
+    ), src AS (
+        -- Rows, queued deltas and segments, which are priced here. at: an instant of the
+        -- row's local date; day: its UTC day; priced: cost_usd is the reported cost.
+        -- Time bounds are read by scalar subqueries (a join with span would filter a scan
+        -- of every row instead of bounding an index scan).
+        SELECT u.created_at AS at, utc_day(u.created_at) AS day,
+               u.workspace_id, u.agent_id, u.provider, u.model,
+               u.cost_usd IS NOT NULL AS priced, u.cost_usd,
+               u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens,
+               1 AS rows
+        FROM usage_rows_between(p_runtime_id, p_workspace_id, (SELECT s.seg_end FROM span s),
+                                (SELECT s.raw_end FROM span s)) u
+        UNION ALL
+        -- The deltas, summed per quarter hour (an instant of it stands for it: see bin_until)
+        -- and key before they are priced: a read costs what its groups cost, not its queue.
+        SELECT min(d.created_at), utc_day(min(d.created_at)), d.workspace_id,
+               CASE WHEN p_by_agent THEN d.agent_id END, d.provider, d.model,
+               d.cost_usd IS NOT NULL, sum(d.cost_usd), sum(d.input_tokens),
+               sum(d.output_tokens), sum(d.cache_read_tokens), sum(d.cache_write_tokens),
+               sum(d.rows)
+        FROM (SELECT * FROM usage_dirty d
+              WHERE p_runtime_id IS NOT NULL AND d.runtime_id = p_runtime_id
+                AND d.created_at >= p_since
+                AND (d.created_at < (SELECT s.seg_end FROM span s)
+                     OR d.created_at >= (SELECT s.raw_end FROM span s))
+              UNION ALL
+              SELECT * FROM usage_dirty d
+              WHERE p_runtime_id IS NULL AND d.workspace_id = p_workspace_id
+                AND d.created_at >= p_since
+                AND (d.created_at < (SELECT s.seg_end FROM span s)
+                     OR d.created_at >= (SELECT s.raw_end FROM span s))) d
+        GROUP BY CASE WHEN d.created_at < (SELECT s.bin_until FROM span s)
+                      THEN date_bin('15 minutes', d.created_at, timestamptz '2000-01-01 00:00Z')
+                      ELSE d.created_at END,
+                 d.workspace_id, CASE WHEN p_by_agent THEN d.agent_id END, d.provider, d.model,
+                 d.cost_usd IS NOT NULL
+        UNION ALL
+        SELECT x.seg_start, utc_day(x.seg_start), x.workspace_id, x.agent_id,
+               x.provider, x.model, x.reported, x.cost_usd,
+               x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
+               x.rows
+        FROM usage_rollup x
+        WHERE p_runtime_id IS NOT NULL AND x.runtime_id = p_runtime_id
+          AND x.seg_start >= p_since AND x.seg_start < (SELECT s.seg_end FROM span s)
+        UNION ALL
+        SELECT x.seg_start, utc_day(x.seg_start), x.workspace_id, NULL,
+               x.provider, x.model, x.reported, x.cost_usd,
+               x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
+               x.rows
+        FROM usage_rollup_ws x
+        WHERE p_runtime_id IS NULL AND x.workspace_id = p_workspace_id
+          AND (SELECT s.heads FROM span s) IS NULL
+          AND x.seg_start >= p_since AND x.seg_start < (SELECT s.seg_end FROM span s)
+        UNION ALL
+        -- With heads: the UTC days from p_since's to seg_end's, each at its last instant
+        -- (its local date is the date of its last part),
+        SELECT utc_start(x.day + 1) - interval '1 microsecond', x.day, x.workspace_id, NULL,
+               x.provider, x.model, x.reported, x.cost_usd,
+               x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
+               x.rows
+        FROM usage_day_ws x
+        WHERE p_runtime_id IS NULL AND x.workspace_id = p_workspace_id
+          AND (SELECT s.heads FROM span s) IS NOT NULL
+          AND x.day >= utc_day(p_since) AND x.day < utc_day((SELECT s.seg_end FROM span s))
+        UNION ALL
+        -- and the head of each instant's UTC day up to it, moved from the instant's date to
+        -- the date before (the part of a day before p_since is subtracted, the part of a
+        -- day before seg_end added).
+        SELECT v.at, x.day, x.workspace_id, NULL, x.provider, x.model, x.reported,
+               v.sign * x.cost_usd, v.sign * x.input_tokens, v.sign * x.output_tokens,
+               v.sign * x.cache_read_tokens, v.sign * x.cache_write_tokens, v.sign * x.rows
+        FROM unnest((SELECT s.heads FROM span s)) h(at)
+        JOIN usage_head_ws x ON x.workspace_id = p_workspace_id
+            AND x.cut = day_second(h.at) AND x.day = utc_day(h.at)
+        CROSS JOIN LATERAL (VALUES (h.at - interval '1 microsecond', 1), (h.at, -1)) v(at, sign)
+        WHERE p_runtime_id IS NULL
+          AND CASE v.sign WHEN 1 THEN h.at > p_since
+                          ELSE h.at < (SELECT s.seg_end FROM span s) END
+    ), price AS (
+        SELECT k.workspace_id, k.provider, k.model, s.*
+        FROM (SELECT DISTINCT workspace_id, provider, model FROM src WHERE NOT priced) k
+        CROSS JOIN LATERAL price_segments(k.workspace_id, k.provider, k.model) s
+    ), fix AS (
+        SELECT CASE WHEN p_by_date THEN (u.created_at AT TIME ZONE p_tz)::date END AS date,
+               CASE WHEN p_by_agent THEN u.agent_id END AS agent_id,
+               CASE WHEN p_by_provider THEN u.provider END AS provider,
+               CASE WHEN p_by_model THEN u.model END AS model,
+               count(DISTINCT u.task_id) - count(*) AS tasks
+        FROM multi_provider_pairs(p_runtime_id, p_workspace_id) m
+        CROSS JOIN LATERAL (
+            SELECT u.created_at, u.agent_id, u.provider, u.model, u.task_id
+            FROM task_usage u
+            WHERE u.task_id = m.task_id AND u.model = m.model AND u.created_at >= p_since
+              AND u.runtime_id = coalesce(p_runtime_id, u.runtime_id)
+              AND u.workspace_id = coalesce(p_workspace_id, u.workspace_id)
+            OFFSET 0) u  -- by pair, whatever the statistics say of the pairs
+        WHERE p_count_tasks
+        GROUP BY 1, 2, 3, 4
+    ), part AS (
+        SELECT CASE WHEN NOT p_by_date THEN NULL
+                    WHEN s.at < (SELECT sp.seg_end FROM span sp)
+                         AND (SELECT sp.midnights FROM span sp) IS NOT NULL
+                    THEN (SELECT sp.first FROM span sp)
+                         + width_bucket(s.at, (SELECT sp.midnights FROM span sp)) - 1
+                    ELSE (s.at AT TIME ZONE p_tz)::date END AS date,
+               CASE WHEN p_by_agent THEN s.agent_id END AS agent_id,
+               CASE WHEN p_by_provider THEN s.provider END AS provider,
+               CASE WHEN p_by_model THEN s.model END AS model,
+               s.input_tokens, s.output_tokens, s.cache_read_tokens, s.cache_write_tokens,
+               s.rows, s.rows AS tasks,
+               usage_cost_units(s.cost_usd, s.input_tokens, s.output_tokens,
+                                s.cache_read_tokens, s.cache_write_tokens, p.price) AS cost,
+               usage_unpriced_tokens(s.cost_usd, s.input_tokens, s.output_tokens,
+                                     s.cache_read_tokens, s.cache_write_tokens,
+                                     p.price) AS unpriced
+        FROM src s
+        LEFT JOIN price p ON NOT s.priced AND p.valid @> s.day
+            AND (p.workspace_id, p.provider, p.model) = (s.workspace_id, s.provider, s.model)
+        UNION ALL
+        SELECT f.date, f.agent_id, f.provider, f.model, 0, 0, 0, 0, 0, f.tasks, 0, 0
+        FROM fix f
+        UNION ALL
+        -- Day buckets, priced when folded (a bucket without a price has no cost).
+        SELECT CASE WHEN p_by_date THEN x.day END,
+               CASE WHEN p_by_agent THEN x.agent_id END,
+               CASE WHEN p_by_provider THEN x.provider END,
+               CASE WHEN p_by_model THEN x.model END,
+               x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
+               x.rows, x.rows,
+               usage_cost_units(x.cost_usd, x.input_tokens, x.output_tokens,
+                                x.cache_read_tokens, x.cache_write_tokens, NULL),
+               usage_unpriced_tokens(x.cost_usd, x.input_tokens, x.output_tokens,
+                                     x.cache_read_tokens, x.cache_write_tokens, NULL)
+        FROM usage_day x
+        WHERE p_days_from IS NOT NULL AND x.runtime_id = p_runtime_id AND x.zone = p_day_zone
+          AND x.day >= (p_days_from AT TIME ZONE p_day_zone)::date
+    )
+    SELECT r.date, NULL::integer, r.agent_id, r.provider, r.model,
+           sum(r.input_tokens), sum(r.output_tokens),
+           sum(r.cache_read_tokens), sum(r.cache_write_tokens),
+           CASE WHEN p_count_tasks THEN sum(r.tasks)::bigint ELSE 0 END,
+           sum(r.cost), sum(r.unpriced)
+    FROM part r
+    GROUP BY r.date, r.agent_id, r.provider, r.model
+    HAVING sum(r.rows) <> 0
+$$;

@@ -152,12 +152,11 @@ CREATE TABLE usage_rebuild (
 );
 
 -- (task, model) pairs reported under more than one provider (normally none). Segments
--- count rows; a read counts such a task once per group from its raw rows. Found by the
--- tick (which sees every committed row of a key it recomputes), so no writer races.
--- runtime_id and workspace_id: those of the task's rows when the pair was last synced, so
--- that a report reads the pairs of its own scope only (a task moved since is synced by the
--- tick that folds its move; until then its moved rows are not folded, and a read finds the
--- pair among them).
+-- count rows; a read counts such a task once per group from its raw rows.
+-- INVARIANT: at every snapshot this lists exactly the pairs of task_usage with two or more
+-- providers, with the runtime_id and workspace_id of their rows (so that a report reads the
+-- pairs of its own scope only): every write to task_usage syncs the pairs it touched, in its
+-- own transaction (queue_usage).
 CREATE TABLE usage_multi_provider (
     task_id      uuid NOT NULL REFERENCES agent_task_queue (id) ON DELETE CASCADE,
     model        text NOT NULL,
@@ -169,3 +168,33 @@ CREATE TABLE usage_multi_provider (
 CREATE INDEX idx_usage_multi_provider_runtime_id ON usage_multi_provider (runtime_id);
 
 CREATE INDEX idx_usage_multi_provider_workspace_id ON usage_multi_provider (workspace_id);
+
+-- Bring usage_multi_provider up to date for some (task, model) pairs: a pair is listed
+-- while task_usage has it under two or more providers. Called by writers only (queue_usage),
+-- holding the pairs' tasks locked: a sync from any other snapshot could undo a writer's.
+CREATE FUNCTION multi_provider_sync(p_task_ids uuid[], p_models text[])
+RETURNS void
+LANGUAGE sql AS $$
+    WITH pair AS (
+        SELECT k.task_id, k.model, o.providers > 1 AS multi, o.runtime_id, o.workspace_id
+        FROM (SELECT DISTINCT * FROM unnest(p_task_ids, p_models)) k(task_id, model)
+        CROSS JOIN LATERAL (
+            -- every row of a task has the task's runtime and workspace
+            SELECT count(DISTINCT o.provider) AS providers,
+                   (array_agg(o.runtime_id))[1] AS runtime_id,
+                   (array_agg(o.workspace_id))[1] AS workspace_id
+            FROM task_usage o
+            WHERE o.task_id = k.task_id AND o.model = k.model
+        ) o
+    ), removed AS (
+        DELETE FROM usage_multi_provider m
+        USING pair p
+        WHERE NOT p.multi AND (m.task_id, m.model) = (p.task_id, p.model)
+    )
+    INSERT INTO usage_multi_provider (task_id, model, runtime_id, workspace_id)
+    SELECT task_id, model, runtime_id, workspace_id FROM pair WHERE multi
+    ON CONFLICT (task_id, model) DO UPDATE
+    SET runtime_id = excluded.runtime_id, workspace_id = excluded.workspace_id
+    WHERE (usage_multi_provider.runtime_id, usage_multi_provider.workspace_id)
+          IS DISTINCT FROM (excluded.runtime_id, excluded.workspace_id);
+$$;

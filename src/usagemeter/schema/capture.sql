@@ -118,7 +118,6 @@ CREATE TABLE usage_dirty (
     runtime_id         uuid NOT NULL,
     workspace_id       uuid NOT NULL,
     agent_id           uuid NOT NULL,
-    task_id            uuid NOT NULL,
     provider           text NOT NULL,
     model              text NOT NULL,
     created_at         timestamptz NOT NULL,
@@ -139,47 +138,69 @@ CREATE INDEX idx_usage_dirty_runtime_id_created_at ON usage_dirty (runtime_id, c
 
 CREATE INDEX idx_usage_dirty_workspace_id_created_at ON usage_dirty (workspace_id, created_at);
 
+-- Each writer also keeps usage_multi_provider exact for the (task, model) pairs it wrote
+-- (buckets.sql), so that no read has to look for them among the deltas. Writers of one task
+-- take turns: the trigger locks the written tasks (in id order), then syncs their pairs in a
+-- statement of its own, whose snapshot sees every row an earlier writer of those tasks
+-- committed (READ COMMITTED, as every writer of usagemeter's own runs).
 CREATE FUNCTION queue_usage()
 RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_task_ids uuid[];
+    v_models text[];
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, task_id, provider, model,
+        INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, provider, model,
                                  created_at, input_tokens, output_tokens, cache_read_tokens,
                                  cache_write_tokens, cost_usd, rows)
-        SELECT runtime_id, workspace_id, agent_id, task_id, provider, model, created_at,
+        SELECT runtime_id, workspace_id, agent_id, provider, model, created_at,
                input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, 1
         FROM new_usage;
+        SELECT array_agg(task_id), array_agg(model) INTO v_task_ids, v_models FROM new_usage;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, task_id, provider, model,
+        INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, provider, model,
                                  created_at, input_tokens, output_tokens, cache_read_tokens,
                                  cache_write_tokens, cost_usd, rows)
-        SELECT runtime_id, workspace_id, agent_id, task_id, provider, model, created_at,
+        SELECT runtime_id, workspace_id, agent_id, provider, model, created_at,
                -input_tokens, -output_tokens, -cache_read_tokens, -cache_write_tokens,
                -cost_usd, -1
         FROM old_usage;
+        SELECT array_agg(task_id), array_agg(model) INTO v_task_ids, v_models FROM old_usage;
     ELSE
         -- Rows whose counted values changed (a repeated report only bumps updated_at).
-        INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, task_id, provider, model,
+        INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, provider, model,
                                  created_at, input_tokens, output_tokens, cache_read_tokens,
                                  cache_write_tokens, cost_usd, rows)
         SELECT d.*
         FROM old_usage o
         JOIN new_usage n ON n.id = o.id
         CROSS JOIN LATERAL (VALUES
-            (o.runtime_id, o.workspace_id, o.agent_id, o.task_id, o.provider, o.model,
+            (o.runtime_id, o.workspace_id, o.agent_id, o.provider, o.model,
              o.created_at, -o.input_tokens, -o.output_tokens, -o.cache_read_tokens,
              -o.cache_write_tokens, -o.cost_usd, -1),
-            (n.runtime_id, n.workspace_id, n.agent_id, n.task_id, n.provider, n.model,
+            (n.runtime_id, n.workspace_id, n.agent_id, n.provider, n.model,
              n.created_at, n.input_tokens, n.output_tokens, n.cache_read_tokens,
              n.cache_write_tokens, n.cost_usd, 1)) d
-        WHERE (o.runtime_id, o.workspace_id, o.agent_id, o.task_id, o.provider, o.model,
+        WHERE (o.runtime_id, o.workspace_id, o.agent_id, o.provider, o.model,
                o.created_at, o.input_tokens, o.output_tokens, o.cache_read_tokens,
                o.cache_write_tokens, o.cost_usd)
               IS DISTINCT FROM
-              (n.runtime_id, n.workspace_id, n.agent_id, n.task_id, n.provider, n.model,
+              (n.runtime_id, n.workspace_id, n.agent_id, n.provider, n.model,
                n.created_at, n.input_tokens, n.output_tokens, n.cache_read_tokens,
                n.cache_write_tokens, n.cost_usd);
+        -- The pairs of rows that changed task, provider, model or scope, before and after.
+        SELECT array_agg(p.task_id), array_agg(p.model) INTO v_task_ids, v_models
+        FROM old_usage o
+        JOIN new_usage n ON n.id = o.id
+        CROSS JOIN LATERAL (VALUES (o.task_id, o.model), (n.task_id, n.model)) p(task_id, model)
+        WHERE (o.task_id, o.provider, o.model, o.runtime_id, o.workspace_id)
+              IS DISTINCT FROM (n.task_id, n.provider, n.model, n.runtime_id, n.workspace_id);
+    END IF;
+    IF v_task_ids IS NOT NULL THEN
+        PERFORM FROM agent_task_queue WHERE id = ANY (v_task_ids) ORDER BY id
+        FOR NO KEY UPDATE;
+        PERFORM multi_provider_sync(v_task_ids, v_models);
     END IF;
     RETURN NULL;
 END

@@ -186,8 +186,8 @@ $$;
 -- task_count (with p_count_tasks, which requires p_by_model): every usage row counts as a
 -- task (one row per task, provider and model). The rows of (task, model) pairs reported
 -- under several providers are corrected per group: -1 each, +1 per distinct task. The
--- pairs are those usage_multi_provider lists in the report's scope plus those among rows
--- not folded yet, so the correction's cost depends on the scope's own pairs only.
+-- pairs are those usage_multi_provider lists in the report's scope (all of them, at every
+-- snapshot), so the correction's cost depends on the scope's own pairs only.
 CREATE FUNCTION usage_report_rollup(p_since timestamptz, p_tz text,
                                                p_runtime_id uuid, p_workspace_id uuid,
                                                p_by_date boolean, p_by_agent boolean,
@@ -206,7 +206,7 @@ LANGUAGE sql STABLE AS $$
         -- segments), which it may when it has no dates or each of its dates starts at its
         -- midnight: p_since, seg_end and the midnights between, but those at 00:00 UTC
         -- (whose heads are empty).
-        SELECT e.seg_end, e.raw_end, m.first, m.midnights,
+        SELECT e.seg_end, e.raw_end, m.first, m.midnights, e.bin_until,
                CASE WHEN p_runtime_id IS NULL AND e.seg_end > p_since
                          AND (NOT p_by_date OR m.midnights IS NOT NULL)
                     THEN ARRAY(SELECT DISTINCT t.t
@@ -216,7 +216,18 @@ LANGUAGE sql STABLE AS $$
         FROM (SELECT least(CASE WHEN p_days_from = p_since THEN p_since
                                 ELSE rollup_end(p_tz, p_since, true) END,
                            p_days_from) AS seg_end,
-                     coalesce(p_days_from, 'infinity') AS raw_end
+                     coalesce(p_days_from, 'infinity') AS raw_end,
+                     -- Deltas before bin_until are summed per quarter hour (UTC) first: no
+                     -- quarter hour spans two UTC days, nor two local dates where every
+                     -- offset of p_tz is a whole number of quarter hours (as every zone's
+                     -- has been since 1979). Later ones, and all in a zone with an odd
+                     -- offset in the span, are summed per instant.
+                     CASE WHEN NOT p_by_date
+                               OR isfinite(p_since) AND NOT EXISTS (
+                                   SELECT FROM zone_offsets(p_tz, (p_since AT TIME ZONE p_tz)::date,
+                                                            (now() AT TIME ZONE p_tz)::date + 2) o
+                                   WHERE o % 900 <> 0)
+                          THEN now() + interval '1 day' ELSE '-infinity' END AS bin_until
               OFFSET 0) e  -- once
         CROSS JOIN LATERAL (
             SELECT min(d.d) AS first,
@@ -232,38 +243,43 @@ LANGUAGE sql STABLE AS $$
                                        (b.lo + g.i)::timestamp AT TIME ZONE p_tz AS m) d
         ) m
     ), src AS (
-        -- Rows and segments, which are priced here. at: an instant of the row's local date;
-        -- day: its UTC day; task_id: set on rows not folded yet (their multi-provider pairs
-        -- are not listed); priced: cost_usd is the reported cost.
+        -- Rows, queued deltas and segments, which are priced here. at: an instant of the
+        -- row's local date; day: its UTC day; priced: cost_usd is the reported cost.
         -- Time bounds are read by scalar subqueries (a join with span would filter a scan
         -- of every row instead of bounding an index scan).
         SELECT u.created_at AS at, utc_day(u.created_at) AS day,
-               u.workspace_id, u.agent_id, u.task_id, u.provider, u.model,
+               u.workspace_id, u.agent_id, u.provider, u.model,
                u.cost_usd IS NOT NULL AS priced, u.cost_usd,
                u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens,
                1 AS rows
         FROM usage_rows_between(p_runtime_id, p_workspace_id, (SELECT s.seg_end FROM span s),
                                 (SELECT s.raw_end FROM span s)) u
         UNION ALL
-        SELECT d.created_at, utc_day(d.created_at), d.workspace_id, d.agent_id,
-               d.task_id, d.provider, d.model, d.cost_usd IS NOT NULL, d.cost_usd,
-               d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_write_tokens,
-               d.rows
-        FROM usage_dirty d
-        WHERE p_runtime_id IS NOT NULL AND d.runtime_id = p_runtime_id
-          AND d.created_at >= p_since AND (d.created_at < (SELECT s.seg_end FROM span s)
-                                           OR d.created_at >= (SELECT s.raw_end FROM span s))
+        -- The deltas, summed per quarter hour (an instant of it stands for it: see bin_until)
+        -- and key before they are priced: a read costs what its groups cost, not its queue.
+        SELECT min(d.created_at), utc_day(min(d.created_at)), d.workspace_id,
+               CASE WHEN p_by_agent THEN d.agent_id END, d.provider, d.model,
+               d.cost_usd IS NOT NULL, sum(d.cost_usd), sum(d.input_tokens),
+               sum(d.output_tokens), sum(d.cache_read_tokens), sum(d.cache_write_tokens),
+               sum(d.rows)
+        FROM (SELECT * FROM usage_dirty d
+              WHERE p_runtime_id IS NOT NULL AND d.runtime_id = p_runtime_id
+                AND d.created_at >= p_since
+                AND (d.created_at < (SELECT s.seg_end FROM span s)
+                     OR d.created_at >= (SELECT s.raw_end FROM span s))
+              UNION ALL
+              SELECT * FROM usage_dirty d
+              WHERE p_runtime_id IS NULL AND d.workspace_id = p_workspace_id
+                AND d.created_at >= p_since
+                AND (d.created_at < (SELECT s.seg_end FROM span s)
+                     OR d.created_at >= (SELECT s.raw_end FROM span s))) d
+        GROUP BY CASE WHEN d.created_at < (SELECT s.bin_until FROM span s)
+                      THEN date_bin('15 minutes', d.created_at, timestamptz '2000-01-01 00:00Z')
+                      ELSE d.created_at END,
+                 d.workspace_id, CASE WHEN p_by_agent THEN d.agent_id END, d.provider, d.model,
+                 d.cost_usd IS NOT NULL
         UNION ALL
-        SELECT d.created_at, utc_day(d.created_at), d.workspace_id, d.agent_id,
-               d.task_id, d.provider, d.model, d.cost_usd IS NOT NULL, d.cost_usd,
-               d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_write_tokens,
-               d.rows
-        FROM usage_dirty d
-        WHERE p_runtime_id IS NULL AND d.workspace_id = p_workspace_id
-          AND d.created_at >= p_since AND (d.created_at < (SELECT s.seg_end FROM span s)
-                                           OR d.created_at >= (SELECT s.raw_end FROM span s))
-        UNION ALL
-        SELECT x.seg_start, utc_day(x.seg_start), x.workspace_id, x.agent_id, NULL,
+        SELECT x.seg_start, utc_day(x.seg_start), x.workspace_id, x.agent_id,
                x.provider, x.model, x.reported, x.cost_usd,
                x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
                x.rows
@@ -271,7 +287,7 @@ LANGUAGE sql STABLE AS $$
         WHERE p_runtime_id IS NOT NULL AND x.runtime_id = p_runtime_id
           AND x.seg_start >= p_since AND x.seg_start < (SELECT s.seg_end FROM span s)
         UNION ALL
-        SELECT x.seg_start, utc_day(x.seg_start), x.workspace_id, NULL, NULL,
+        SELECT x.seg_start, utc_day(x.seg_start), x.workspace_id, NULL,
                x.provider, x.model, x.reported, x.cost_usd,
                x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
                x.rows
@@ -283,7 +299,7 @@ LANGUAGE sql STABLE AS $$
         -- With heads: the UTC days from p_since's to seg_end's, each at its last instant
         -- (its local date is the date of its last part),
         SELECT utc_start(x.day + 1) - interval '1 microsecond', x.day, x.workspace_id, NULL,
-               NULL, x.provider, x.model, x.reported, x.cost_usd,
+               x.provider, x.model, x.reported, x.cost_usd,
                x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
                x.rows
         FROM usage_day_ws x
@@ -294,7 +310,7 @@ LANGUAGE sql STABLE AS $$
         -- and the head of each instant's UTC day up to it, moved from the instant's date to
         -- the date before (the part of a day before p_since is subtracted, the part of a
         -- day before seg_end added).
-        SELECT v.at, x.day, x.workspace_id, NULL, NULL, x.provider, x.model, x.reported,
+        SELECT v.at, x.day, x.workspace_id, NULL, x.provider, x.model, x.reported,
                v.sign * x.cost_usd, v.sign * x.input_tokens, v.sign * x.output_tokens,
                v.sign * x.cache_read_tokens, v.sign * x.cache_write_tokens, v.sign * x.rows
         FROM unnest((SELECT s.heads FROM span s)) h(at)
@@ -314,14 +330,7 @@ LANGUAGE sql STABLE AS $$
                CASE WHEN p_by_provider THEN u.provider END AS provider,
                CASE WHEN p_by_model THEN u.model END AS model,
                count(DISTINCT u.task_id) - count(*) AS tasks
-        FROM (SELECT m.task_id, m.model FROM multi_provider_pairs(p_runtime_id, p_workspace_id) m
-              WHERE p_count_tasks
-              UNION
-              SELECT s.task_id, s.model FROM src s
-              WHERE s.task_id IS NOT NULL AND s.rows > 0
-                AND EXISTS (SELECT FROM task_usage o
-                            WHERE o.task_id = s.task_id AND o.model = s.model
-                              AND o.provider <> s.provider)) m
+        FROM multi_provider_pairs(p_runtime_id, p_workspace_id) m
         CROSS JOIN LATERAL (
             SELECT u.created_at, u.agent_id, u.provider, u.model, u.task_id
             FROM task_usage u

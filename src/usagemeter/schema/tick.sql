@@ -122,8 +122,6 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_rows usage_rollup[];
     v_day_rows usage_day[];
-    v_task_ids uuid[];
-    v_models text[];
 BEGIN
     WITH batch AS (
         -- = ANY(...): probes by primary key, never a scan of a queue full of rows deleted
@@ -136,8 +134,7 @@ BEGIN
         SELECT array_agg(ROW(b.runtime_id, seg_start(b.created_at, cut.s), b.agent_id,
                              b.provider, b.model, b.cost_usd IS NOT NULL, b.workspace_id,
                              b.input_tokens, b.output_tokens, b.cache_read_tokens,
-                             b.cache_write_tokens, b.cost_usd, b.rows)::usage_rollup) AS rows,
-               array_agg(b.task_id) AS task_ids, array_agg(b.model) AS models
+                             b.cache_write_tokens, b.cost_usd, b.rows)::usage_rollup) AS rows
         FROM batch b
         CROSS JOIN cut
     ), day AS (  -- a row for each zone of the runtime
@@ -149,12 +146,9 @@ BEGIN
         FROM batch b
         JOIN usage_day_zone z ON z.runtime_id = b.runtime_id
     )
-    SELECT seg.rows, day.rows, seg.task_ids, seg.models
-    INTO v_rows, v_day_rows, v_task_ids, v_models
-    FROM seg, day;
+    SELECT seg.rows, day.rows INTO v_rows, v_day_rows FROM seg, day;
     PERFORM rollup_add(v_rows);
     PERFORM day_add(v_day_rows);
-    PERFORM multi_provider_sync(v_task_ids, v_models);
     RETURN coalesce(cardinality(v_rows), 0);
 END
 $$;
@@ -323,41 +317,9 @@ LANGUAGE sql AS $$
                         coalesce(cost_usd, 0)) = (0, 0, 0, 0, 0);
 $$;
 
--- Bring usage_multi_provider up to date for some (task, model) pairs: a pair is listed
--- while task_usage has it under two or more providers. The tick passes the pairs of the
--- deltas it folds and a recompute those of its keys' rows: of two rows of a pair, the one
--- handled last sees the other committed (a read finds pairs among queued deltas itself).
-CREATE FUNCTION multi_provider_sync(p_task_ids uuid[], p_models text[])
-RETURNS void
-LANGUAGE sql AS $$
-    WITH pair AS (
-        SELECT k.task_id, k.model, o.providers > 1 AS multi, o.runtime_id, o.workspace_id
-        FROM (SELECT DISTINCT * FROM unnest(p_task_ids, p_models)) k(task_id, model)
-        CROSS JOIN LATERAL (
-            -- every row of a task has the task's runtime and workspace
-            SELECT count(DISTINCT o.provider) AS providers,
-                   (array_agg(o.runtime_id))[1] AS runtime_id,
-                   (array_agg(o.workspace_id))[1] AS workspace_id
-            FROM task_usage o
-            WHERE o.task_id = k.task_id AND o.model = k.model
-        ) o
-    ), removed AS (
-        DELETE FROM usage_multi_provider m
-        USING pair p
-        WHERE NOT p.multi AND (m.task_id, m.model) = (p.task_id, p.model)
-    )
-    INSERT INTO usage_multi_provider (task_id, model, runtime_id, workspace_id)
-    SELECT task_id, model, runtime_id, workspace_id FROM pair WHERE multi
-    ON CONFLICT (task_id, model) DO UPDATE
-    SET runtime_id = excluded.runtime_id, workspace_id = excluded.workspace_id
-    WHERE (usage_multi_provider.runtime_id, usage_multi_provider.workspace_id)
-          IS DISTINCT FROM (excluded.runtime_id, excluded.workspace_id);
-$$;
-
 -- Recompute the segments of (runtime, UTC day) keys, cut by every registered offset, as
 -- task_usage minus the deltas still queued (the folded state at this one snapshot), and
--- add the difference to the segments as they are; syncs the multi-provider (task, model)
--- pairs among the keys' rows. Callers hold the rollup lock (rollup_lock): two recomputes
+-- add the difference to the segments as they are. Callers hold the rollup lock (rollup_lock): two recomputes
 -- of one key from different snapshots could otherwise write the older answer last.
 CREATE FUNCTION segment_recompute(p_runtime_ids uuid[], p_days date[])
 RETURNS integer
@@ -406,11 +368,6 @@ BEGIN
         GROUP BY (r).runtime_id, (r).seg_start, (r).agent_id, (r).provider, (r).model,
                  (r).reported, (r).workspace_id
     ));
-
-    PERFORM multi_provider_sync(array_agg(u.task_id), array_agg(u.model))
-    FROM unnest(p_runtime_ids, p_days) k(runtime_id, day)
-    JOIN task_usage u ON u.runtime_id = k.runtime_id
-        AND u.created_at >= utc_start(k.day) AND u.created_at < utc_start(k.day + 1);
 
     RETURN cardinality(p_runtime_ids);
 END
