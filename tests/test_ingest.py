@@ -96,6 +96,15 @@ def test_batch_rejects_whole_batch(client: TestClient, world: World) -> None:
             "invalid usage entry 2: input_tokens must be an integer between 0 and 1000000000000",
         ),
     ]
+    # Large batches are validated a slice at a time; an entry is still named by its place.
+    many = [good[0]] * 4321
+    cases.append(
+        (
+            [*many, {"task_id": tasks[0], "model": 5}, *many],
+            "invalid usage entry 4321: model must be a string of at most 200 characters"
+            " without NUL",
+        )
+    )
     for entries, error in cases:
         r = client.post("/api/usage/batch", headers=h, json={"usage": entries})
         assert (r.status_code, r.json()) == (400, {"error": error})

@@ -263,30 +263,55 @@ def test_concurrent_writers_of_one_pair_list_it(
     assert rows == db.execute(usage.Q.workspace_daily, {**daily, "rollup": False}).fetchall()
 
 
-def test_queued_deltas_of_a_zone_with_an_odd_offset_are_summed_per_instant(
+def test_the_queue_sums_a_statement_per_key_and_quarter_hour(
     world: World, db: psycopg.Connection[Row]
 ) -> None:
-    # A read sums queued deltas per quarter hour only where every offset of its zone is a
-    # whole number of quarter hours. Monrovia was 44:30 behind UTC until 1972: its dates
-    # began at 00:44:30 UTC, inside the quarter hour from 00:30. A runtime there reads its
-    # own day buckets from a local midnight on, and the deltas after it from the queue.
     ws = world.workspace()
-    rid = world.runtime(ws, tz="Africa/Monrovia")
+    rid = world.runtime(ws, tz="UTC")
     agent = world.agent(ws, rid)
-    midnight = datetime(1971, 6, 2, 0, 44, 30, tzinfo=UTC)
-    for at in (midnight - timedelta(seconds=1), midnight):
-        world.usage(world.task(agent, rid), at=at)
-    report = (
-        "SELECT date, input_tokens FROM usage_report(%s, 'Africa/Monrovia', p_runtime_id => %s,"
-        " p_by_date => true, p_rollup => %s) ORDER BY date"
+    tasks = [world.task(agent, rid) for _ in range(4)]
+    quarter = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    db.execute(
+        "INSERT INTO task_usage (task_id, model, input_tokens, created_at)"
+        " SELECT t, 'm', 10, at FROM unnest(%s::uuid[], %s::timestamptz[]) u(t, at)",
+        (
+            tasks,
+            [
+                quarter + timedelta(minutes=7),
+                quarter + timedelta(minutes=15) - timedelta(microseconds=1),
+                quarter + timedelta(minutes=15),
+                datetime(1975, 3, 1, 10, 7, tzinfo=UTC),  # before 1980: its own instant
+            ],
+        ),
     )
-    since = midnight - timedelta(days=1)
-    rows = db.execute(report, (since, rid, True)).fetchall()
-    assert rows == db.execute(report, (since, rid, False)).fetchall()
-    assert rows == [
-        {"date": date(1971, 6, 1), "input_tokens": 100},
-        {"date": date(1971, 6, 2), "input_tokens": 100},
+    queued = db.execute(
+        "SELECT created_at, input_tokens::int AS tokens, rows FROM usage_dirty ORDER BY 1"
+    ).fetchall()
+    assert queued == [
+        {"created_at": datetime(1975, 3, 1, 10, 7, tzinfo=UTC), "tokens": 10, "rows": 1},
+        {"created_at": quarter, "tokens": 20, "rows": 2},
+        {"created_at": quarter + timedelta(minutes=15), "tokens": 10, "rows": 1},
     ]
+
+
+def test_a_report_since_an_instant_inside_a_quarter_hour_reads_raw(
+    world: World, db: psycopg.Connection[Row]
+) -> None:
+    # Queued deltas are kept per quarter hour: a read from 00:07 cannot tell 00:05 from
+    # 00:10 in them, so it reads the rows.
+    ws = world.workspace()
+    rid = world.runtime(ws, tz="UTC")
+    agent = world.agent(ws, rid)
+    midnight = world.today_utc()
+    for minutes in (5, 10):
+        world.usage(world.task(agent, rid), at=midnight + timedelta(minutes=minutes))
+    report = (
+        "SELECT input_tokens FROM usage_report(%s, 'UTC', p_workspace_id => %s,"
+        " p_by_date => true, p_rollup => %s)"
+    )
+    since = midnight + timedelta(minutes=7)
+    rows = db.execute(report, (since, ws, True)).fetchall()
+    assert rows == db.execute(report, (since, ws, False)).fetchall() == [{"input_tokens": 100}]
 
 
 def test_a_new_zone_is_read_raw_until_its_offsets_are_built(

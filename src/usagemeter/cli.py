@@ -390,8 +390,10 @@ def rollup_cmd(
     while True:  # a lost connection (a restart, an outage) is retried, never the end
         try:
             with connect(url) as conn:
+                vacuum = rollup.Vacuum()
                 while True:
-                    rollup.tick(conn)
+                    if vacuum.due(rollup.tick(conn) or 0):
+                        conn.execute(rollup.Q.vacuum_queue)
                     time.sleep(every)
         except psycopg.OperationalError as e:
             err.print(f"rollup: database unavailable ({str(e).strip()}); retrying")

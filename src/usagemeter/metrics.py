@@ -44,7 +44,9 @@ TICK_ERRORS = Counter(
 # Read from the database at each scrape: ticks may run in any process or in pg_cron.
 ROLLUP = {
     "queue_depth": Gauge(
-        "usagemeter_rollup_queue_depth", "Usage changes queued for the rollup.", registry=REGISTRY
+        "usagemeter_rollup_queue_depth",
+        "Rows of usage changes queued for the rollup (a statement's, per key and quarter hour).",
+        registry=REGISTRY,
     ),
     "held": Gauge(
         "usagemeter_rollup_held",

@@ -5,6 +5,10 @@
 -- runtime days re-cut plus the runtimes whose day buckets were rebuilt.
 SELECT rollup(%(limit)s) AS done;
 
+-- name: vacuum_queue
+-- On an autocommit connection (rollup.Vacuum says when).
+VACUUM (SKIP_LOCKED) usage_dirty;
+
 -- name: health
 -- Cheap enough for every scrape: the queues are small, the rollup is not counted.
 SELECT (SELECT count(*) FROM usage_dirty) AS queue_depth,

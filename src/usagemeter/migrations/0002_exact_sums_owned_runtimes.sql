@@ -773,19 +773,28 @@ LANGUAGE sql STABLE AS $$
     )
 $$;
 
--- Reports read queued deltas summed per group, and no longer look among them for (task,
--- model) pairs under several providers: every writer keeps usage_multi_provider exact in
--- its own transaction, so the queue no longer carries task ids and the tick no longer syncs
--- pairs. The pairs of deltas still queued are synced once here, writers held off meanwhile.
+-- The rollup queue holds each statement's changes summed per key and quarter hour, and no
+-- task ids: reports read a few rows per batch instead of one per usage row, and no longer
+-- look among them for (task, model) pairs under several providers, since every writer keeps
+-- usage_multi_provider exact in its own transaction (the tick no longer syncs pairs). The
+-- pairs of deltas still queued are synced once here, writers held off meanwhile; the queued
+-- deltas move to the new queue as they are (each at its own instant).
 LOCK TABLE task_usage IN SHARE MODE;
 SELECT multi_provider_sync(array_agg(task_id), array_agg(model)) FROM usage_dirty;
 ALTER TABLE usage_dirty RENAME TO usage_dirty_0_1;
 ALTER TABLE usage_dirty_0_1 RENAME CONSTRAINT usage_dirty_pkey TO usage_dirty_0_1_pkey;
+ALTER TABLE usage_dirty_0_1 RENAME CONSTRAINT usage_dirty_rows_check TO usage_dirty_0_1_rows;
 ALTER INDEX idx_usage_dirty_runtime_id_created_at RENAME TO usage_dirty_0_1_runtime;
 ALTER INDEX idx_usage_dirty_workspace_id_created_at RENAME TO usage_dirty_0_1_workspace;
 ALTER SEQUENCE usage_dirty_id_seq RENAME TO usage_dirty_0_1_id_seq;
-ALTER TABLE usage_dirty_0_1 RENAME CONSTRAINT usage_dirty_rows_check TO usage_dirty_0_1_rows;
 
+-- The queue of usage deltas. INVARIANT: every committed change to task_usage commits, in
+-- the same transaction, -1 times each old row and +1 times each new row here, summed per
+-- statement, key and usage_bin (a quarter hour): so every bucket plus the deltas still
+-- queued equals the sums of task_usage at every snapshot, and a batch of 10,000 rows of a
+-- few agents and models queues a few rows. created_at: the bin; rows: the rows added less
+-- those removed. Append-only (plain inserts, duplicates allowed), so writers never contend
+-- on it.
 CREATE TABLE usage_dirty (
     id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     runtime_id         uuid NOT NULL,
@@ -794,12 +803,12 @@ CREATE TABLE usage_dirty (
     provider           text NOT NULL,
     model              text NOT NULL,
     created_at         timestamptz NOT NULL,
-    input_tokens       bigint NOT NULL,
-    output_tokens      bigint NOT NULL,
-    cache_read_tokens  bigint NOT NULL,
-    cache_write_tokens bigint NOT NULL,
+    input_tokens       numeric NOT NULL,
+    output_tokens      numeric NOT NULL,
+    cache_read_tokens  numeric NOT NULL,
+    cache_write_tokens numeric NOT NULL,
     cost_usd           numeric NULL,
-    rows               smallint NOT NULL CHECK (rows IN (-1, 1)),
+    rows               bigint NOT NULL,
     queued_at          timestamptz NOT NULL DEFAULT now(),
     -- Set by a tick that could not fold this workspace's deltas (rollup_state.last_error
     -- says why): later ticks pass them by until rollup_retry_held(); reads count them from
@@ -822,11 +831,25 @@ SELECT setval(pg_get_serial_sequence('usage_dirty', 'id'), last_value, is_called
 FROM usage_dirty_0_1_id_seq;
 DROP TABLE usage_dirty_0_1;
 
+
+-- The instant a queued change is kept at (capture.sql): its quarter hour (UTC) from 1980 on,
+-- else its own instant. Every zone's offset has been a whole number of quarter hours since
+-- 1979 (checked every 6 hours from 1980 to 2040 for every zone the server knows), so no
+-- quarter hour from then on spans two UTC days, two local dates in any zone, or a cut.
+CREATE FUNCTION usage_bin(p_at timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_at >= timestamptz '1980-01-01 00:00Z'
+                THEN date_bin('15 minutes', p_at, timestamptz '1980-01-01 00:00Z')
+                ELSE p_at END
+$$;
+
 -- Each writer also keeps usage_multi_provider exact for the (task, model) pairs it wrote
 -- (buckets.sql), so that no read has to look for them among the deltas. Writers of one task
--- take turns: the trigger locks the written tasks (in id order), then syncs their pairs in a
--- statement of its own, whose snapshot sees every row an earlier writer of those tasks
--- committed (READ COMMITTED, as every writer of usagemeter's own runs).
+-- take turns: the trigger locks the written tasks (in id order), then, in statements of
+-- their own, whose snapshots see every row an earlier writer of those tasks committed (READ
+-- COMMITTED, as every writer of usagemeter's own runs), finds the pairs that may have
+-- changed and syncs them.
 CREATE OR REPLACE FUNCTION queue_usage()
 RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -838,25 +861,44 @@ BEGIN
         INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, provider, model,
                                  created_at, input_tokens, output_tokens, cache_read_tokens,
                                  cache_write_tokens, cost_usd, rows)
-        SELECT runtime_id, workspace_id, agent_id, provider, model, created_at,
-               input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, 1
-        FROM new_usage;
-        SELECT array_agg(task_id), array_agg(model) INTO v_task_ids, v_models FROM new_usage;
+        SELECT runtime_id, workspace_id, agent_id, provider, model, usage_bin(created_at),
+               sum(input_tokens), sum(output_tokens), sum(cache_read_tokens),
+               sum(cache_write_tokens), sum(cost_usd), count(*)
+        FROM new_usage
+        GROUP BY 1, 2, 3, 4, 5, 6, cost_usd IS NOT NULL;
+        PERFORM FROM agent_task_queue WHERE id IN (SELECT task_id FROM new_usage) ORDER BY id
+        FOR NO KEY UPDATE;
+        -- A new row makes its pair multi-provider only if another provider has it.
+        SELECT array_agg(n.task_id), array_agg(n.model) INTO v_task_ids, v_models
+        FROM new_usage n
+        WHERE EXISTS (SELECT FROM task_usage o
+                      WHERE o.task_id = n.task_id AND o.model = n.model
+                        AND o.provider <> n.provider);
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, provider, model,
                                  created_at, input_tokens, output_tokens, cache_read_tokens,
                                  cache_write_tokens, cost_usd, rows)
-        SELECT runtime_id, workspace_id, agent_id, provider, model, created_at,
-               -input_tokens, -output_tokens, -cache_read_tokens, -cache_write_tokens,
-               -cost_usd, -1
-        FROM old_usage;
-        SELECT array_agg(task_id), array_agg(model) INTO v_task_ids, v_models FROM old_usage;
+        SELECT runtime_id, workspace_id, agent_id, provider, model, usage_bin(created_at),
+               -sum(input_tokens), -sum(output_tokens), -sum(cache_read_tokens),
+               -sum(cache_write_tokens), -sum(cost_usd), -count(*)
+        FROM old_usage
+        GROUP BY 1, 2, 3, 4, 5, 6, cost_usd IS NOT NULL;
+        PERFORM FROM agent_task_queue WHERE id IN (SELECT task_id FROM old_usage) ORDER BY id
+        FOR NO KEY UPDATE;
+        -- A row gone can only end a pair that is listed.
+        SELECT array_agg(o.task_id), array_agg(o.model) INTO v_task_ids, v_models
+        FROM old_usage o
+        WHERE EXISTS (SELECT FROM usage_multi_provider m
+                      WHERE m.task_id = o.task_id AND m.model = o.model);
     ELSE
         -- Rows whose counted values changed (a repeated report only bumps updated_at).
         INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, provider, model,
                                  created_at, input_tokens, output_tokens, cache_read_tokens,
                                  cache_write_tokens, cost_usd, rows)
-        SELECT d.*
+        SELECT d.runtime_id, d.workspace_id, d.agent_id, d.provider, d.model,
+               usage_bin(d.created_at), sum(d.input_tokens), sum(d.output_tokens),
+               sum(d.cache_read_tokens), sum(d.cache_write_tokens), sum(d.cost_usd),
+               sum(d.rows)
         FROM old_usage o
         JOIN new_usage n ON n.id = o.id
         CROSS JOIN LATERAL (VALUES
@@ -865,14 +907,17 @@ BEGIN
              -o.cache_write_tokens, -o.cost_usd, -1),
             (n.runtime_id, n.workspace_id, n.agent_id, n.provider, n.model,
              n.created_at, n.input_tokens, n.output_tokens, n.cache_read_tokens,
-             n.cache_write_tokens, n.cost_usd, 1)) d
+             n.cache_write_tokens, n.cost_usd, 1))
+            d(runtime_id, workspace_id, agent_id, provider, model, created_at, input_tokens,
+              output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, rows)
         WHERE (o.runtime_id, o.workspace_id, o.agent_id, o.provider, o.model,
                o.created_at, o.input_tokens, o.output_tokens, o.cache_read_tokens,
                o.cache_write_tokens, o.cost_usd)
               IS DISTINCT FROM
               (n.runtime_id, n.workspace_id, n.agent_id, n.provider, n.model,
                n.created_at, n.input_tokens, n.output_tokens, n.cache_read_tokens,
-               n.cache_write_tokens, n.cost_usd);
+               n.cache_write_tokens, n.cost_usd)
+        GROUP BY 1, 2, 3, 4, 5, 6, d.cost_usd IS NOT NULL;
         -- The pairs of rows that changed task, provider, model or scope, before and after.
         SELECT array_agg(p.task_id), array_agg(p.model) INTO v_task_ids, v_models
         FROM old_usage o
@@ -880,10 +925,10 @@ BEGIN
         CROSS JOIN LATERAL (VALUES (o.task_id, o.model), (n.task_id, n.model)) p(task_id, model)
         WHERE (o.task_id, o.provider, o.model, o.runtime_id, o.workspace_id)
               IS DISTINCT FROM (n.task_id, n.provider, n.model, n.runtime_id, n.workspace_id);
+        PERFORM FROM agent_task_queue WHERE id IN (SELECT unnest(v_task_ids)) ORDER BY id
+        FOR NO KEY UPDATE;
     END IF;
     IF v_task_ids IS NOT NULL THEN
-        PERFORM FROM agent_task_queue WHERE id = ANY (v_task_ids) ORDER BY id
-        FOR NO KEY UPDATE;
         PERFORM multi_provider_sync(v_task_ids, v_models);
     END IF;
     RETURN NULL;
@@ -986,6 +1031,73 @@ BEGIN
 END
 $$;
 
+-- Usage since p_since: from the rollup when p_rollup (and p_since starts a quarter hour, as
+-- every local midnight since 1980 does: see usage_bin), else raw (usage_report_raw). The
+-- rollup path reads a runtime's day buckets from its first local midnight at or after
+-- p_since on, in p_tz when the runtime has ready buckets there, else (a read without dates)
+-- in any of its ready zones, where that midnight is a segment cut. It runs one plan made
+-- once per session: a custom plan cost more to make (3-4 ms) than most reads take to run,
+-- and the generic one measured as fast. The raw path is planned for its arguments on every
+-- call. The rollup path takes neither p_by_hour nor p_issue_id (segments are not whole
+-- hours; an issue is not a key of the rollup), so those reports always read raw.
+CREATE OR REPLACE FUNCTION usage_report(p_since timestamptz, p_tz text,
+                                        p_runtime_id uuid DEFAULT NULL,
+                                        p_workspace_id uuid DEFAULT NULL,
+                                        p_issue_id uuid DEFAULT NULL,
+                                        p_by_date boolean DEFAULT false,
+                                        p_by_hour boolean DEFAULT false,
+                                        p_by_agent boolean DEFAULT false,
+                                        p_by_provider boolean DEFAULT false,
+                                        p_by_model boolean DEFAULT false,
+                                        p_count_tasks boolean DEFAULT false,
+                                        p_rollup boolean DEFAULT false)
+RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
+               input_tokens numeric, output_tokens numeric,
+               cache_read_tokens numeric, cache_write_tokens numeric,
+               task_count bigint, cost_units numeric, unpriced_tokens numeric)
+LANGUAGE plpgsql STABLE
+SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    v_zone      text;
+    v_days_from timestamptz;
+BEGIN
+    -- The rollup path reads queued deltas from p_since on, which it must be a bin start for.
+    IF NOT p_rollup OR isfinite(p_since) AND usage_bin(p_since) <> p_since THEN
+        RETURN QUERY EXECUTE
+            'SELECT * FROM usage_report_raw($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)'
+            USING p_since, p_tz, p_runtime_id, p_workspace_id, p_issue_id, p_by_date,
+                  p_by_hour, p_by_agent, p_by_provider, p_by_model, p_count_tasks;
+        RETURN;
+    END IF;
+    -- Statements of their own: a function with a subquery in its arguments is not inlined.
+    IF p_runtime_id IS NOT NULL AND isfinite(p_since) THEN
+        v_zone := (SELECT z.zone FROM usage_day_zone z
+                   WHERE z.runtime_id = p_runtime_id AND z.ready
+                   ORDER BY z.zone = p_tz DESC, z.zone
+                   LIMIT 1);
+    END IF;
+    IF v_zone = p_tz OR (v_zone IS NOT NULL AND NOT p_by_date) THEN
+        v_days_from := (((p_since - interval '1 microsecond') AT TIME ZONE v_zone)::date + 1)
+                       ::timestamp AT TIME ZONE v_zone;
+        IF NOT ((v_days_from - interval '1 microsecond') AT TIME ZONE v_zone)::date
+               < (v_days_from AT TIME ZONE v_zone)::date  -- not the first instant of its date
+           OR (v_days_from <> p_since
+               AND (p_by_date OR NOT EXISTS (
+                   SELECT FROM usage_offset o
+                   WHERE o.state = 'ready'
+                     AND o.offset_s = extract(epoch FROM (v_days_from AT TIME ZONE v_zone)
+                                                         - (v_days_from AT TIME ZONE 'UTC')))))
+        THEN
+            v_days_from := NULL;
+        END IF;
+    END IF;
+    RETURN QUERY
+    SELECT * FROM usage_report_rollup(p_since, p_tz, p_runtime_id, p_workspace_id,
+                                      p_by_date, p_by_agent, p_by_provider, p_by_model,
+                                      p_count_tasks, v_days_from, v_zone);
+END
+$$;
+
 -- Usage since p_since of one runtime, else one workspace, as usage_report_raw has it (no
 -- hours), from the rollup. Spans, each read from one source, plus the deltas still queued
 -- in the spans that buckets serve:
@@ -1025,7 +1137,7 @@ LANGUAGE sql STABLE AS $$
         -- segments), which it may when it has no dates or each of its dates starts at its
         -- midnight: p_since, seg_end and the midnights between, but those at 00:00 UTC
         -- (whose heads are empty).
-        SELECT e.seg_end, e.raw_end, m.first, m.midnights, e.bin_until,
+        SELECT e.seg_end, e.raw_end, m.first, m.midnights,
                CASE WHEN p_runtime_id IS NULL AND e.seg_end > p_since
                          AND (NOT p_by_date OR m.midnights IS NOT NULL)
                     THEN ARRAY(SELECT DISTINCT t.t
@@ -1035,18 +1147,7 @@ LANGUAGE sql STABLE AS $$
         FROM (SELECT least(CASE WHEN p_days_from = p_since THEN p_since
                                 ELSE rollup_end(p_tz, p_since, true) END,
                            p_days_from) AS seg_end,
-                     coalesce(p_days_from, 'infinity') AS raw_end,
-                     -- Deltas before bin_until are summed per quarter hour (UTC) first: no
-                     -- quarter hour spans two UTC days, nor two local dates where every
-                     -- offset of p_tz is a whole number of quarter hours (as every zone's
-                     -- has been since 1979). Later ones, and all in a zone with an odd
-                     -- offset in the span, are summed per instant.
-                     CASE WHEN NOT p_by_date
-                               OR isfinite(p_since) AND NOT EXISTS (
-                                   SELECT FROM zone_offsets(p_tz, (p_since AT TIME ZONE p_tz)::date,
-                                                            (now() AT TIME ZONE p_tz)::date + 2) o
-                                   WHERE o % 900 <> 0)
-                          THEN now() + interval '1 day' ELSE '-infinity' END AS bin_until
+                     coalesce(p_days_from, 'infinity') AS raw_end
               OFFSET 0) e  -- once
         CROSS JOIN LATERAL (
             SELECT min(d.d) AS first,
@@ -1074,9 +1175,9 @@ LANGUAGE sql STABLE AS $$
         FROM usage_rows_between(p_runtime_id, p_workspace_id, (SELECT s.seg_end FROM span s),
                                 (SELECT s.raw_end FROM span s)) u
         UNION ALL
-        -- The deltas, summed per quarter hour (an instant of it stands for it: see bin_until)
-        -- and key before they are priced: a read costs what its groups cost, not its queue.
-        SELECT min(d.created_at), utc_day(min(d.created_at)), d.workspace_id,
+        -- The deltas (each at its quarter hour, usage_bin), summed per key before they are
+        -- priced: a read costs what its groups cost, not its queue.
+        SELECT d.created_at, utc_day(d.created_at), d.workspace_id,
                CASE WHEN p_by_agent THEN d.agent_id END, d.provider, d.model,
                d.cost_usd IS NOT NULL, sum(d.cost_usd), sum(d.input_tokens),
                sum(d.output_tokens), sum(d.cache_read_tokens), sum(d.cache_write_tokens),
@@ -1092,11 +1193,8 @@ LANGUAGE sql STABLE AS $$
                 AND d.created_at >= p_since
                 AND (d.created_at < (SELECT s.seg_end FROM span s)
                      OR d.created_at >= (SELECT s.raw_end FROM span s))) d
-        GROUP BY CASE WHEN d.created_at < (SELECT s.bin_until FROM span s)
-                      THEN date_bin('15 minutes', d.created_at, timestamptz '2000-01-01 00:00Z')
-                      ELSE d.created_at END,
-                 d.workspace_id, CASE WHEN p_by_agent THEN d.agent_id END, d.provider, d.model,
-                 d.cost_usd IS NOT NULL
+        GROUP BY d.created_at, d.workspace_id, CASE WHEN p_by_agent THEN d.agent_id END,
+                 d.provider, d.model, d.cost_usd IS NOT NULL
         UNION ALL
         SELECT x.seg_start, utc_day(x.seg_start), x.workspace_id, x.agent_id,
                x.provider, x.model, x.reported, x.cost_usd,

@@ -110,9 +110,12 @@ WHEN (OLD.workspace_id IS DISTINCT FROM NEW.workspace_id)
 EXECUTE FUNCTION move_agent_usage();
 
 -- The queue of usage deltas. INVARIANT: every committed change to task_usage commits, in
--- the same transaction, -1 times each old row and +1 times each new row here; so every
--- bucket plus the deltas still queued equals the sums of task_usage at every snapshot.
--- Append-only (plain inserts, duplicates allowed), so writers never contend on it.
+-- the same transaction, -1 times each old row and +1 times each new row here, summed per
+-- statement, key and usage_bin (a quarter hour): so every bucket plus the deltas still
+-- queued equals the sums of task_usage at every snapshot, and a batch of 10,000 rows of a
+-- few agents and models queues a few rows. created_at: the bin; rows: the rows added less
+-- those removed. Append-only (plain inserts, duplicates allowed), so writers never contend
+-- on it.
 CREATE TABLE usage_dirty (
     id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     runtime_id         uuid NOT NULL,
@@ -121,12 +124,12 @@ CREATE TABLE usage_dirty (
     provider           text NOT NULL,
     model              text NOT NULL,
     created_at         timestamptz NOT NULL,
-    input_tokens       bigint NOT NULL,
-    output_tokens      bigint NOT NULL,
-    cache_read_tokens  bigint NOT NULL,
-    cache_write_tokens bigint NOT NULL,
+    input_tokens       numeric NOT NULL,
+    output_tokens      numeric NOT NULL,
+    cache_read_tokens  numeric NOT NULL,
+    cache_write_tokens numeric NOT NULL,
     cost_usd           numeric NULL,
-    rows               smallint NOT NULL CHECK (rows IN (-1, 1)),
+    rows               bigint NOT NULL,
     queued_at          timestamptz NOT NULL DEFAULT now(),
     -- Set by a tick that could not fold this workspace's deltas (rollup_state.last_error
     -- says why): later ticks pass them by until rollup_retry_held(); reads count them from
@@ -140,9 +143,10 @@ CREATE INDEX idx_usage_dirty_workspace_id_created_at ON usage_dirty (workspace_i
 
 -- Each writer also keeps usage_multi_provider exact for the (task, model) pairs it wrote
 -- (buckets.sql), so that no read has to look for them among the deltas. Writers of one task
--- take turns: the trigger locks the written tasks (in id order), then syncs their pairs in a
--- statement of its own, whose snapshot sees every row an earlier writer of those tasks
--- committed (READ COMMITTED, as every writer of usagemeter's own runs).
+-- take turns: the trigger locks the written tasks (in id order), then, in statements of
+-- their own, whose snapshots see every row an earlier writer of those tasks committed (READ
+-- COMMITTED, as every writer of usagemeter's own runs), finds the pairs that may have
+-- changed and syncs them.
 CREATE FUNCTION queue_usage()
 RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -154,25 +158,44 @@ BEGIN
         INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, provider, model,
                                  created_at, input_tokens, output_tokens, cache_read_tokens,
                                  cache_write_tokens, cost_usd, rows)
-        SELECT runtime_id, workspace_id, agent_id, provider, model, created_at,
-               input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, 1
-        FROM new_usage;
-        SELECT array_agg(task_id), array_agg(model) INTO v_task_ids, v_models FROM new_usage;
+        SELECT runtime_id, workspace_id, agent_id, provider, model, usage_bin(created_at),
+               sum(input_tokens), sum(output_tokens), sum(cache_read_tokens),
+               sum(cache_write_tokens), sum(cost_usd), count(*)
+        FROM new_usage
+        GROUP BY 1, 2, 3, 4, 5, 6, cost_usd IS NOT NULL;
+        PERFORM FROM agent_task_queue WHERE id IN (SELECT task_id FROM new_usage) ORDER BY id
+        FOR NO KEY UPDATE;
+        -- A new row makes its pair multi-provider only if another provider has it.
+        SELECT array_agg(n.task_id), array_agg(n.model) INTO v_task_ids, v_models
+        FROM new_usage n
+        WHERE EXISTS (SELECT FROM task_usage o
+                      WHERE o.task_id = n.task_id AND o.model = n.model
+                        AND o.provider <> n.provider);
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, provider, model,
                                  created_at, input_tokens, output_tokens, cache_read_tokens,
                                  cache_write_tokens, cost_usd, rows)
-        SELECT runtime_id, workspace_id, agent_id, provider, model, created_at,
-               -input_tokens, -output_tokens, -cache_read_tokens, -cache_write_tokens,
-               -cost_usd, -1
-        FROM old_usage;
-        SELECT array_agg(task_id), array_agg(model) INTO v_task_ids, v_models FROM old_usage;
+        SELECT runtime_id, workspace_id, agent_id, provider, model, usage_bin(created_at),
+               -sum(input_tokens), -sum(output_tokens), -sum(cache_read_tokens),
+               -sum(cache_write_tokens), -sum(cost_usd), -count(*)
+        FROM old_usage
+        GROUP BY 1, 2, 3, 4, 5, 6, cost_usd IS NOT NULL;
+        PERFORM FROM agent_task_queue WHERE id IN (SELECT task_id FROM old_usage) ORDER BY id
+        FOR NO KEY UPDATE;
+        -- A row gone can only end a pair that is listed.
+        SELECT array_agg(o.task_id), array_agg(o.model) INTO v_task_ids, v_models
+        FROM old_usage o
+        WHERE EXISTS (SELECT FROM usage_multi_provider m
+                      WHERE m.task_id = o.task_id AND m.model = o.model);
     ELSE
         -- Rows whose counted values changed (a repeated report only bumps updated_at).
         INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, provider, model,
                                  created_at, input_tokens, output_tokens, cache_read_tokens,
                                  cache_write_tokens, cost_usd, rows)
-        SELECT d.*
+        SELECT d.runtime_id, d.workspace_id, d.agent_id, d.provider, d.model,
+               usage_bin(d.created_at), sum(d.input_tokens), sum(d.output_tokens),
+               sum(d.cache_read_tokens), sum(d.cache_write_tokens), sum(d.cost_usd),
+               sum(d.rows)
         FROM old_usage o
         JOIN new_usage n ON n.id = o.id
         CROSS JOIN LATERAL (VALUES
@@ -181,14 +204,17 @@ BEGIN
              -o.cache_write_tokens, -o.cost_usd, -1),
             (n.runtime_id, n.workspace_id, n.agent_id, n.provider, n.model,
              n.created_at, n.input_tokens, n.output_tokens, n.cache_read_tokens,
-             n.cache_write_tokens, n.cost_usd, 1)) d
+             n.cache_write_tokens, n.cost_usd, 1))
+            d(runtime_id, workspace_id, agent_id, provider, model, created_at, input_tokens,
+              output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, rows)
         WHERE (o.runtime_id, o.workspace_id, o.agent_id, o.provider, o.model,
                o.created_at, o.input_tokens, o.output_tokens, o.cache_read_tokens,
                o.cache_write_tokens, o.cost_usd)
               IS DISTINCT FROM
               (n.runtime_id, n.workspace_id, n.agent_id, n.provider, n.model,
                n.created_at, n.input_tokens, n.output_tokens, n.cache_read_tokens,
-               n.cache_write_tokens, n.cost_usd);
+               n.cache_write_tokens, n.cost_usd)
+        GROUP BY 1, 2, 3, 4, 5, 6, d.cost_usd IS NOT NULL;
         -- The pairs of rows that changed task, provider, model or scope, before and after.
         SELECT array_agg(p.task_id), array_agg(p.model) INTO v_task_ids, v_models
         FROM old_usage o
@@ -196,10 +222,10 @@ BEGIN
         CROSS JOIN LATERAL (VALUES (o.task_id, o.model), (n.task_id, n.model)) p(task_id, model)
         WHERE (o.task_id, o.provider, o.model, o.runtime_id, o.workspace_id)
               IS DISTINCT FROM (n.task_id, n.provider, n.model, n.runtime_id, n.workspace_id);
+        PERFORM FROM agent_task_queue WHERE id IN (SELECT unnest(v_task_ids)) ORDER BY id
+        FOR NO KEY UPDATE;
     END IF;
     IF v_task_ids IS NOT NULL THEN
-        PERFORM FROM agent_task_queue WHERE id = ANY (v_task_ids) ORDER BY id
-        FOR NO KEY UPDATE;
         PERFORM multi_provider_sync(v_task_ids, v_models);
     END IF;
     RETURN NULL;

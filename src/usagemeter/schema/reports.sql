@@ -31,7 +31,8 @@ BEGIN
 END
 $$;
 
--- Usage since p_since: from the rollup when p_rollup, else raw (usage_report_raw). The
+-- Usage since p_since: from the rollup when p_rollup (and p_since starts a quarter hour, as
+-- every local midnight since 1980 does: see usage_bin), else raw (usage_report_raw). The
 -- rollup path reads a runtime's day buckets from its first local midnight at or after
 -- p_since on, in p_tz when the runtime has ready buckets there, else (a read without dates)
 -- in any of its ready zones, where that midnight is a segment cut. It runs one plan made
@@ -60,7 +61,8 @@ DECLARE
     v_zone      text;
     v_days_from timestamptz;
 BEGIN
-    IF NOT p_rollup THEN
+    -- The rollup path reads queued deltas from p_since on, which it must be a bin start for.
+    IF NOT p_rollup OR isfinite(p_since) AND usage_bin(p_since) <> p_since THEN
         RETURN QUERY EXECUTE
             'SELECT * FROM usage_report_raw($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)'
             USING p_since, p_tz, p_runtime_id, p_workspace_id, p_issue_id, p_by_date,
@@ -206,7 +208,7 @@ LANGUAGE sql STABLE AS $$
         -- segments), which it may when it has no dates or each of its dates starts at its
         -- midnight: p_since, seg_end and the midnights between, but those at 00:00 UTC
         -- (whose heads are empty).
-        SELECT e.seg_end, e.raw_end, m.first, m.midnights, e.bin_until,
+        SELECT e.seg_end, e.raw_end, m.first, m.midnights,
                CASE WHEN p_runtime_id IS NULL AND e.seg_end > p_since
                          AND (NOT p_by_date OR m.midnights IS NOT NULL)
                     THEN ARRAY(SELECT DISTINCT t.t
@@ -216,18 +218,7 @@ LANGUAGE sql STABLE AS $$
         FROM (SELECT least(CASE WHEN p_days_from = p_since THEN p_since
                                 ELSE rollup_end(p_tz, p_since, true) END,
                            p_days_from) AS seg_end,
-                     coalesce(p_days_from, 'infinity') AS raw_end,
-                     -- Deltas before bin_until are summed per quarter hour (UTC) first: no
-                     -- quarter hour spans two UTC days, nor two local dates where every
-                     -- offset of p_tz is a whole number of quarter hours (as every zone's
-                     -- has been since 1979). Later ones, and all in a zone with an odd
-                     -- offset in the span, are summed per instant.
-                     CASE WHEN NOT p_by_date
-                               OR isfinite(p_since) AND NOT EXISTS (
-                                   SELECT FROM zone_offsets(p_tz, (p_since AT TIME ZONE p_tz)::date,
-                                                            (now() AT TIME ZONE p_tz)::date + 2) o
-                                   WHERE o % 900 <> 0)
-                          THEN now() + interval '1 day' ELSE '-infinity' END AS bin_until
+                     coalesce(p_days_from, 'infinity') AS raw_end
               OFFSET 0) e  -- once
         CROSS JOIN LATERAL (
             SELECT min(d.d) AS first,
@@ -255,9 +246,9 @@ LANGUAGE sql STABLE AS $$
         FROM usage_rows_between(p_runtime_id, p_workspace_id, (SELECT s.seg_end FROM span s),
                                 (SELECT s.raw_end FROM span s)) u
         UNION ALL
-        -- The deltas, summed per quarter hour (an instant of it stands for it: see bin_until)
-        -- and key before they are priced: a read costs what its groups cost, not its queue.
-        SELECT min(d.created_at), utc_day(min(d.created_at)), d.workspace_id,
+        -- The deltas (each at its quarter hour, usage_bin), summed per key before they are
+        -- priced: a read costs what its groups cost, not its queue.
+        SELECT d.created_at, utc_day(d.created_at), d.workspace_id,
                CASE WHEN p_by_agent THEN d.agent_id END, d.provider, d.model,
                d.cost_usd IS NOT NULL, sum(d.cost_usd), sum(d.input_tokens),
                sum(d.output_tokens), sum(d.cache_read_tokens), sum(d.cache_write_tokens),
@@ -273,11 +264,8 @@ LANGUAGE sql STABLE AS $$
                 AND d.created_at >= p_since
                 AND (d.created_at < (SELECT s.seg_end FROM span s)
                      OR d.created_at >= (SELECT s.raw_end FROM span s))) d
-        GROUP BY CASE WHEN d.created_at < (SELECT s.bin_until FROM span s)
-                      THEN date_bin('15 minutes', d.created_at, timestamptz '2000-01-01 00:00Z')
-                      ELSE d.created_at END,
-                 d.workspace_id, CASE WHEN p_by_agent THEN d.agent_id END, d.provider, d.model,
-                 d.cost_usd IS NOT NULL
+        GROUP BY d.created_at, d.workspace_id, CASE WHEN p_by_agent THEN d.agent_id END,
+                 d.provider, d.model, d.cost_usd IS NOT NULL
         UNION ALL
         SELECT x.seg_start, utc_day(x.seg_start), x.workspace_id, x.agent_id,
                x.provider, x.model, x.reported, x.cost_usd,

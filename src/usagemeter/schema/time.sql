@@ -14,6 +14,18 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT (p_at AT TIME ZONE 'UTC')::date
 $$;
 
+-- The instant a queued change is kept at (capture.sql): its quarter hour (UTC) from 1980 on,
+-- else its own instant. Every zone's offset has been a whole number of quarter hours since
+-- 1979 (checked every 6 hours from 1980 to 2040 for every zone the server knows), so no
+-- quarter hour from then on spans two UTC days, two local dates in any zone, or a cut.
+CREATE FUNCTION usage_bin(p_at timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_at >= timestamptz '1980-01-01 00:00Z'
+                THEN date_bin('15 minutes', p_at, timestamptz '1980-01-01 00:00Z')
+                ELSE p_at END
+$$;
+
 -- 00:00 UTC of a date.
 CREATE FUNCTION utc_start(p_day date)
 RETURNS timestamptz
