@@ -131,7 +131,7 @@ async def run(
         drain = time.perf_counter() - t
     print(f"\n{args.clients} clients, batches of {args.batch}, {args.seconds:.0f} s")
     print(f"ingested {written:,} rows in {elapsed:.1f} s: {written / elapsed:,.0f} rows/s")
-    print("| t (s) | 30-day workspace report (ms) | queued deltas |")
+    print("| t (s) | 30-day workspace report (ms) | queued rows |")
     print("|---|---|---|")
     for at, ms, n in samples:
         print(f"| {at:.0f} | {ms:.1f} | {n:,} |")
