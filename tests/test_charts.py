@@ -98,3 +98,17 @@ def test_figures_show_rounded_and_keep_the_exact_value() -> None:
     assert shown == '<span data-value="0.0045" title="$0.0045">$0.0045</span>'
     assert 'data-value="7"' in charts.figure(7, "count")
     assert "</script>" not in charts.chart_json({"label": "</script><script>"})
+
+
+def test_unpriced_models_name_one_provider_or_the_model_alone() -> None:
+    rows = [
+        {"provider": "a", "model": "m", "unpriced_tokens": 5},
+        {"provider": "a,b", "model": "m", "unpriced_tokens": 7},
+        {"model": "n", "unpriced_tokens": 9},
+        {"provider": "a", "model": "p", "unpriced_tokens": 0},
+    ]
+    assert charts.unpriced_models(rows) == [
+        ("", "n", Decimal(9)),
+        ("", "m", Decimal(7)),
+        ("a", "m", Decimal(5)),
+    ]

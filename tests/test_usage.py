@@ -11,12 +11,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import World, auth
+from usagemeter import rollup
 from usagemeter.db import connect
 from usagemeter.web import describe, json_query
 
 TOKENS4 = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"]
 TOTALS4 = [f"total_{k}" for k in TOKENS4]
-COST = ["cost_usd", "unpriced_tokens"]
+# Reported cost in 1e-10 USD and the tokens of rows without one, as today's Multica reads them.
+MULTICA_COST = ["cost_usd_ticks", *(f"uncosted_{t}" for t in TOKENS4)]
+COST = ["cost_usd", "unpriced_tokens", *MULTICA_COST]
 
 
 @pytest.fixture
@@ -74,7 +77,7 @@ def test_task_count_is_distinct_tasks(
     world.usage(t2, model="m", provider="p1", at=at)
     world.usage(t3, model="other", provider="p1", at=at)
     by_agent = get(client, f"/api/runtimes/{s['rt']}/usage/by-agent", s["token"])
-    assert list(by_agent[0]) == ["agent_id", "model", *TOKENS4, "task_count", *COST]
+    assert list(by_agent[0]) == ["agent_id", "provider", "model", *TOKENS4, "task_count", *COST]
     assert [(r["model"], r["task_count"], r["input_tokens"]) for r in by_agent] == [
         ("m", 2, 300),
         ("other", 1, 100),
@@ -278,8 +281,9 @@ def test_issue_usage(client: TestClient, world: World, setup: dict[str, Any]) ->
 
     # Models "a" and "b" have no price: every token is unpriced and the cost is 0.
     body = get(client, f"/api/issues/{issue}/usage", s["token"])
-    assert body == totals(111, 222, 333, 444, 2, 0, 1110)
-    assert get(client, f"/api/issues/{empty}/usage", s["token"]) == totals(0, 0, 0, 0, 0, 0, 0)
+    # No reported cost either: every token is uncosted.
+    assert body == totals(111, 222, 333, 444, 2, 0, 1110, 0, 111, 222, 333, 444)
+    assert get(client, f"/api/issues/{empty}/usage", s["token"]) == totals(*[0] * 12)
 
 
 def test_issue_usage_errors(client: TestClient, world: World, setup: dict[str, Any]) -> None:
@@ -463,3 +467,49 @@ def test_workspace_by_agent_sums_the_runtimes(
         (r["agent_id"], r["model"], r["input_tokens"], r["task_count"]) for r in rows
     ] == sorted([(str(s["a1"]), "m1", 10, 1), (str(a3), "m1", 10, 1), (str(a3), "m2", 10, 1)])
     assert list(rows[0]) == ["agent_id", "model", *TOKENS4, "task_count", *COST]
+
+
+def test_every_usage_row_splits_reported_cost_from_uncosted_tokens(
+    client: TestClient, world: World, setup: dict[str, Any]
+) -> None:
+    # As today's Multica reads them: cost_usd_ticks sums the reported costs (1e-10 USD) and
+    # uncosted_* the tokens of rows without one. A runtime's by-agent row names its
+    # providers, sorted and joined, while it still counts distinct tasks per (agent, model).
+    s = setup
+    issue = world.issue(s["ws"])
+    t1, t2 = world.task(s["a1"], s["rt"], issue=issue), world.task(s["a1"], s["rt"], issue=issue)
+    at = s["today"] + timedelta(minutes=30)
+    world.usage(t1, provider="b", at=at, tokens=(1, 2, 3, 4), cost=Decimal("0.0012345"))
+    world.usage(t1, provider="a", at=at, tokens=(10, 20, 30, 40))
+    world.usage(t2, provider="a", at=at, tokens=(100, 200, 300, 400))
+    expected = {
+        "cost_usd_ticks": 12_345_000,
+        "uncosted_input_tokens": 110,
+        "uncosted_output_tokens": 220,
+        "uncosted_cache_read_tokens": 330,
+        "uncosted_cache_write_tokens": 440,
+    }
+    ws = f"workspace_id={s['ws']}"
+    urls = [
+        f"/api/usage/daily?{ws}",
+        f"/api/usage/summary?{ws}",
+        f"/api/usage/by-agent?{ws}",
+        f"/api/runtimes/{s['rt']}/usage/by-agent",
+        f"/api/runtimes/{s['rt']}/usage/by-hour",
+    ]
+    for folded in (False, True):
+        if folded:
+            rollup.drain(world.db)
+        for url in urls:
+            (row,) = get(client, url, s["token"])
+            assert {k: row[k] for k in expected} == expected, url
+            assert row["task_count"] == 2, url
+        by_provider = get(client, f"/api/runtimes/{s['rt']}/usage", s["token"])
+        assert [
+            (r["provider"], r["cost_usd_ticks"], r["uncosted_input_tokens"]) for r in by_provider
+        ] == [("a", 0, 110), ("b", 12_345_000, 0)]
+        (by_agent,) = get(client, f"/api/runtimes/{s['rt']}/usage/by-agent", s["token"])
+        assert by_agent["provider"] == "a,b"
+        assert {k: get(client, f"/api/issues/{issue}/usage", s["token"])[k] for k in expected} == (
+            expected
+        )

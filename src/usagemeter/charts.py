@@ -220,11 +220,14 @@ def hours(rows: Iterable[Row], value: str) -> list[Decimal]:
 
 
 def unpriced_models(rows: Iterable[Row]) -> list[tuple[str, str, Decimal]]:
-    """The (provider, model) pairs with unpriced tokens, and how many, biggest first."""
+    """The (provider, model) pairs with unpriced tokens, and how many, biggest first. A row
+    of several providers (joined by ",") or none names the model alone."""
     out: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for row in rows:
         if row["unpriced_tokens"]:
-            out[(row.get("provider") or "", row["model"])] += Decimal(row["unpriced_tokens"])
+            provider = row.get("provider") or ""
+            key = ("" if "," in provider else provider, row["model"])
+            out[key] += Decimal(row["unpriced_tokens"])
     return sorted(((p, m, n) for (p, m), n in out.items()), key=lambda t: (-t[2], t[1]))
 
 

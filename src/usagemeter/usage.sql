@@ -8,7 +8,9 @@
 SELECT %(runtime_id)s::uuid AS runtime_id,
        r.date, r.provider, r.model,
        r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens,
-       usd(r.cost_units) AS cost_usd, r.unpriced_tokens
+       usd(r.cost_units) AS cost_usd, r.unpriced_tokens,
+       r.reported_units AS cost_usd_ticks, r.uncosted_input_tokens, r.uncosted_output_tokens,
+       r.uncosted_cache_read_tokens, r.uncosted_cache_write_tokens
 FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
                   p_runtime_id => %(runtime_id)s,
                   p_by_date => true, p_by_provider => true, p_by_model => true,
@@ -16,20 +18,37 @@ FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
 ORDER BY r.date DESC, r.provider COLLATE "C", r.model COLLATE "C";
 
 -- name: runtime_usage_by_agent
--- Tokens, distinct tasks and cost of one runtime per agent and model.
-SELECT r.agent_id, r.model,
+-- Tokens, distinct tasks and cost of one runtime per agent and model, with the providers of
+-- each (sorted, joined by ","; today's Multica web reads a provider on every row).
+WITH r AS (
+    SELECT * FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
+                               p_runtime_id => %(runtime_id)s, p_by_agent => true,
+                               p_by_model => true, p_count_tasks => true,
+                               p_rollup => %(rollup)s)
+), p AS (
+    SELECT p.agent_id, p.model, string_agg(p.provider, ',' ORDER BY p.provider COLLATE "C")
+                                    AS provider
+    FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
+                      p_runtime_id => %(runtime_id)s, p_by_agent => true,
+                      p_by_provider => true, p_by_model => true, p_rollup => %(rollup)s) p
+    GROUP BY p.agent_id, p.model
+)
+SELECT r.agent_id, p.provider, r.model,
        r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens,
-       r.task_count, usd(r.cost_units) AS cost_usd, r.unpriced_tokens
-FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
-                  p_runtime_id => %(runtime_id)s, p_by_agent => true, p_by_model => true,
-                  p_count_tasks => true, p_rollup => %(rollup)s) r
+       r.task_count, usd(r.cost_units) AS cost_usd, r.unpriced_tokens,
+       r.reported_units AS cost_usd_ticks, r.uncosted_input_tokens, r.uncosted_output_tokens,
+       r.uncosted_cache_read_tokens, r.uncosted_cache_write_tokens
+FROM r
+JOIN p ON (p.agent_id, p.model) = (r.agent_id, r.model)
 ORDER BY r.agent_id, r.model COLLATE "C";
 
 -- name: runtime_usage_by_hour
 -- Tokens, distinct tasks and cost of one runtime per local hour of day and model.
 SELECT r.hour, r.model,
        r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens,
-       r.task_count, usd(r.cost_units) AS cost_usd, r.unpriced_tokens
+       r.task_count, usd(r.cost_units) AS cost_usd, r.unpriced_tokens,
+       r.reported_units AS cost_usd_ticks, r.uncosted_input_tokens, r.uncosted_output_tokens,
+       r.uncosted_cache_read_tokens, r.uncosted_cache_write_tokens
 FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
                   p_runtime_id => %(runtime_id)s, p_by_hour => true, p_by_model => true,
                   p_count_tasks => true) r
@@ -66,7 +85,9 @@ SELECT r.date, r.model,
        r.input_tokens AS total_input_tokens, r.output_tokens AS total_output_tokens,
        r.cache_read_tokens AS total_cache_read_tokens,
        r.cache_write_tokens AS total_cache_write_tokens,
-       r.task_count, usd(r.cost_units) AS cost_usd, r.unpriced_tokens
+       r.task_count, usd(r.cost_units) AS cost_usd, r.unpriced_tokens,
+       r.reported_units AS cost_usd_ticks, r.uncosted_input_tokens, r.uncosted_output_tokens,
+       r.uncosted_cache_read_tokens, r.uncosted_cache_write_tokens
 FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
                   p_workspace_id => %(workspace_id)s, p_by_date => true, p_by_model => true,
                   p_count_tasks => true, p_rollup => %(rollup)s) r
@@ -78,7 +99,9 @@ SELECT r.model,
        r.input_tokens AS total_input_tokens, r.output_tokens AS total_output_tokens,
        r.cache_read_tokens AS total_cache_read_tokens,
        r.cache_write_tokens AS total_cache_write_tokens,
-       r.task_count, usd(r.cost_units) AS cost_usd, r.unpriced_tokens
+       r.task_count, usd(r.cost_units) AS cost_usd, r.unpriced_tokens,
+       r.reported_units AS cost_usd_ticks, r.uncosted_input_tokens, r.uncosted_output_tokens,
+       r.uncosted_cache_read_tokens, r.uncosted_cache_write_tokens
 FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
                   p_workspace_id => %(workspace_id)s, p_by_model => true,
                   p_count_tasks => true, p_rollup => %(rollup)s) r
@@ -92,7 +115,12 @@ SELECT coalesce(r.input_tokens, 0) AS total_input_tokens,
        coalesce(r.cache_write_tokens, 0) AS total_cache_write_tokens,
        coalesce(r.task_count, 0) AS task_count,
        usd(r.cost_units) AS cost_usd,
-       coalesce(r.unpriced_tokens, 0) AS unpriced_tokens
+       coalesce(r.unpriced_tokens, 0) AS unpriced_tokens,
+       coalesce(r.reported_units, 0) AS cost_usd_ticks,
+       coalesce(r.uncosted_input_tokens, 0) AS uncosted_input_tokens,
+       coalesce(r.uncosted_output_tokens, 0) AS uncosted_output_tokens,
+       coalesce(r.uncosted_cache_read_tokens, 0) AS uncosted_cache_read_tokens,
+       coalesce(r.uncosted_cache_write_tokens, 0) AS uncosted_cache_write_tokens
 FROM (SELECT) one
 LEFT JOIN usage_report('-infinity', 'UTC', p_issue_id => %(issue_id)s,
                        p_count_tasks => true) r ON true;
@@ -106,7 +134,11 @@ SELECT r.agent_id, r.model,
        sum(r.cache_read_tokens) AS cache_read_tokens,
        sum(r.cache_write_tokens) AS cache_write_tokens,
        sum(r.task_count)::bigint AS task_count, usd(sum(r.cost_units)) AS cost_usd,
-       sum(r.unpriced_tokens) AS unpriced_tokens
+       sum(r.unpriced_tokens) AS unpriced_tokens, sum(r.reported_units) AS cost_usd_ticks,
+       sum(r.uncosted_input_tokens) AS uncosted_input_tokens,
+       sum(r.uncosted_output_tokens) AS uncosted_output_tokens,
+       sum(r.uncosted_cache_read_tokens) AS uncosted_cache_read_tokens,
+       sum(r.uncosted_cache_write_tokens) AS uncosted_cache_write_tokens
 FROM agent_runtime rt
 CROSS JOIN LATERAL usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
                                 p_runtime_id => rt.id, p_by_agent => true, p_by_model => true,

@@ -76,7 +76,8 @@ LANGUAGE sql IMMUTABLE AS $$
                                      p_cache_read::numeric, p_cache_write::numeric, p_price))
 $$;
 
--- Usage since p_since: from the rollup when p_rollup, else raw (usage_report_raw). The
+-- Usage since p_since: from the rollup when p_rollup (and p_since starts a quarter hour, as
+-- every local midnight since 1980 does: see usage_bin), else raw (usage_report_raw). The
 -- rollup path reads a runtime's day buckets from its first local midnight at or after
 -- p_since on, in p_tz when the runtime has ready buckets there, else (a read without dates)
 -- in any of its ready zones, where that midnight is a segment cut. It runs one plan made
@@ -98,14 +99,18 @@ CREATE FUNCTION usage_report(p_since timestamptz, p_tz text,
 RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
                input_tokens numeric, output_tokens numeric,
                cache_read_tokens numeric, cache_write_tokens numeric,
-               task_count bigint, cost_units numeric, unpriced_tokens numeric)
+               task_count bigint, cost_units numeric, unpriced_tokens numeric,
+               reported_units numeric, uncosted_input_tokens numeric,
+               uncosted_output_tokens numeric, uncosted_cache_read_tokens numeric,
+               uncosted_cache_write_tokens numeric)
 LANGUAGE plpgsql STABLE
 SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_zone      text;
     v_days_from timestamptz;
 BEGIN
-    IF NOT p_rollup THEN
+    -- The rollup path reads queued deltas from p_since on, which it must be a bin start for.
+    IF NOT p_rollup OR isfinite(p_since) AND usage_bin(p_since) <> p_since THEN
         RETURN QUERY EXECUTE
             'SELECT * FROM usage_report_raw($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)'
             USING p_since, p_tz, p_runtime_id, p_workspace_id, p_issue_id, p_by_date,
@@ -154,7 +159,10 @@ CREATE FUNCTION usage_report_raw(p_since timestamptz, p_tz text, p_runtime_id uu
 RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
                input_tokens numeric, output_tokens numeric,
                cache_read_tokens numeric, cache_write_tokens numeric,
-               task_count bigint, cost_units numeric, unpriced_tokens numeric)
+               task_count bigint, cost_units numeric, unpriced_tokens numeric,
+               reported_units numeric, uncosted_input_tokens numeric,
+               uncosted_output_tokens numeric, uncosted_cache_read_tokens numeric,
+               uncosted_cache_write_tokens numeric)
 LANGUAGE sql STABLE AS $$
     WITH src AS (
         -- One branch per kind of scope, so that the scope is an index condition even when
@@ -187,7 +195,12 @@ LANGUAGE sql STABLE AS $$
            sum(usage_cost_units(s.cost_usd, s.input_tokens, s.output_tokens,
                                 s.cache_read_tokens, s.cache_write_tokens, p.price)),
            sum(usage_unpriced_tokens(s.cost_usd, s.input_tokens, s.output_tokens,
-                                     s.cache_read_tokens, s.cache_write_tokens, p.price))
+                                     s.cache_read_tokens, s.cache_write_tokens, p.price)),
+           round(coalesce(sum(s.cost_usd), 0) * 10000000000),
+           coalesce(sum(s.input_tokens) FILTER (WHERE s.cost_usd IS NULL), 0),
+           coalesce(sum(s.output_tokens) FILTER (WHERE s.cost_usd IS NULL), 0),
+           coalesce(sum(s.cache_read_tokens) FILTER (WHERE s.cost_usd IS NULL), 0),
+           coalesce(sum(s.cache_write_tokens) FILTER (WHERE s.cost_usd IS NULL), 0)
     FROM src s
     LEFT JOIN price p ON s.cost_usd IS NULL AND p.valid @> utc_day(s.created_at)
         AND (p.workspace_id, p.provider, p.model) = (s.workspace_id, s.provider, s.model)
@@ -231,8 +244,8 @@ $$;
 -- task_count (with p_count_tasks, which requires p_by_model): every usage row counts as a
 -- task (one row per task, provider and model). The rows of (task, model) pairs reported
 -- under several providers are corrected per group: -1 each, +1 per distinct task. The
--- pairs are those usage_multi_provider lists in the report's scope plus those among rows
--- not folded yet, so the correction's cost depends on the scope's own pairs only.
+-- pairs are those usage_multi_provider lists in the report's scope (all of them, at every
+-- snapshot), so the correction's cost depends on the scope's own pairs only.
 CREATE FUNCTION usage_report_rollup(p_since timestamptz, p_tz text,
                                                p_runtime_id uuid, p_workspace_id uuid,
                                                p_by_date boolean, p_by_agent boolean,
@@ -242,7 +255,10 @@ CREATE FUNCTION usage_report_rollup(p_since timestamptz, p_tz text,
 RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
                input_tokens numeric, output_tokens numeric,
                cache_read_tokens numeric, cache_write_tokens numeric,
-               task_count bigint, cost_units numeric, unpriced_tokens numeric)
+               task_count bigint, cost_units numeric, unpriced_tokens numeric,
+               reported_units numeric, uncosted_input_tokens numeric,
+               uncosted_output_tokens numeric, uncosted_cache_read_tokens numeric,
+               uncosted_cache_write_tokens numeric)
 LANGUAGE sql STABLE AS $$
     WITH span AS (
         -- seg_end, raw_end, the local midnights of the dates from p_since's to seg_end's
@@ -277,38 +293,40 @@ LANGUAGE sql STABLE AS $$
                                        (b.lo + g.i)::timestamp AT TIME ZONE p_tz AS m) d
         ) m
     ), src AS (
-        -- Rows and segments, which are priced here. at: an instant of the row's local date;
-        -- day: its UTC day; task_id: set on rows not folded yet (their multi-provider pairs
-        -- are not listed); priced: cost_usd is the reported cost.
+        -- Rows, queued deltas and segments, which are priced here. at: an instant of the
+        -- row's local date; day: its UTC day; priced: cost_usd is the reported cost.
         -- Time bounds are read by scalar subqueries (a join with span would filter a scan
         -- of every row instead of bounding an index scan).
         SELECT u.created_at AS at, utc_day(u.created_at) AS day,
-               u.workspace_id, u.agent_id, u.task_id, u.provider, u.model,
+               u.workspace_id, u.agent_id, u.provider, u.model,
                u.cost_usd IS NOT NULL AS priced, u.cost_usd,
                u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens,
                1 AS rows
         FROM usage_rows_between(p_runtime_id, p_workspace_id, (SELECT s.seg_end FROM span s),
                                 (SELECT s.raw_end FROM span s)) u
         UNION ALL
-        SELECT d.created_at, utc_day(d.created_at), d.workspace_id, d.agent_id,
-               d.task_id, d.provider, d.model, d.cost_usd IS NOT NULL, d.cost_usd,
-               d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_write_tokens,
-               d.rows
-        FROM usage_dirty d
-        WHERE p_runtime_id IS NOT NULL AND d.runtime_id = p_runtime_id
-          AND d.created_at >= p_since AND (d.created_at < (SELECT s.seg_end FROM span s)
-                                           OR d.created_at >= (SELECT s.raw_end FROM span s))
+        -- The deltas (each at its quarter hour, usage_bin), summed per key before they are
+        -- priced: a read costs what its groups cost, not its queue.
+        SELECT d.created_at, utc_day(d.created_at), d.workspace_id,
+               CASE WHEN p_by_agent THEN d.agent_id END, d.provider, d.model,
+               d.cost_usd IS NOT NULL, sum(d.cost_usd), sum(d.input_tokens),
+               sum(d.output_tokens), sum(d.cache_read_tokens), sum(d.cache_write_tokens),
+               sum(d.rows)
+        FROM (SELECT * FROM usage_dirty d
+              WHERE p_runtime_id IS NOT NULL AND d.runtime_id = p_runtime_id
+                AND d.created_at >= p_since
+                AND (d.created_at < (SELECT s.seg_end FROM span s)
+                     OR d.created_at >= (SELECT s.raw_end FROM span s))
+              UNION ALL
+              SELECT * FROM usage_dirty d
+              WHERE p_runtime_id IS NULL AND d.workspace_id = p_workspace_id
+                AND d.created_at >= p_since
+                AND (d.created_at < (SELECT s.seg_end FROM span s)
+                     OR d.created_at >= (SELECT s.raw_end FROM span s))) d
+        GROUP BY d.created_at, d.workspace_id, CASE WHEN p_by_agent THEN d.agent_id END,
+                 d.provider, d.model, d.cost_usd IS NOT NULL
         UNION ALL
-        SELECT d.created_at, utc_day(d.created_at), d.workspace_id, d.agent_id,
-               d.task_id, d.provider, d.model, d.cost_usd IS NOT NULL, d.cost_usd,
-               d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_write_tokens,
-               d.rows
-        FROM usage_dirty d
-        WHERE p_runtime_id IS NULL AND d.workspace_id = p_workspace_id
-          AND d.created_at >= p_since AND (d.created_at < (SELECT s.seg_end FROM span s)
-                                           OR d.created_at >= (SELECT s.raw_end FROM span s))
-        UNION ALL
-        SELECT x.seg_start, utc_day(x.seg_start), x.workspace_id, x.agent_id, NULL,
+        SELECT x.seg_start, utc_day(x.seg_start), x.workspace_id, x.agent_id,
                x.provider, x.model, x.reported, x.cost_usd,
                x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
                x.rows
@@ -316,7 +334,7 @@ LANGUAGE sql STABLE AS $$
         WHERE p_runtime_id IS NOT NULL AND x.runtime_id = p_runtime_id
           AND x.seg_start >= p_since AND x.seg_start < (SELECT s.seg_end FROM span s)
         UNION ALL
-        SELECT x.seg_start, utc_day(x.seg_start), x.workspace_id, NULL, NULL,
+        SELECT x.seg_start, utc_day(x.seg_start), x.workspace_id, NULL,
                x.provider, x.model, x.reported, x.cost_usd,
                x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
                x.rows
@@ -328,7 +346,7 @@ LANGUAGE sql STABLE AS $$
         -- With heads: the UTC days from p_since's to seg_end's, each at its last instant
         -- (its local date is the date of its last part),
         SELECT utc_start(x.day + 1) - interval '1 microsecond', x.day, x.workspace_id, NULL,
-               NULL, x.provider, x.model, x.reported, x.cost_usd,
+               x.provider, x.model, x.reported, x.cost_usd,
                x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
                x.rows
         FROM usage_day_ws x
@@ -339,7 +357,7 @@ LANGUAGE sql STABLE AS $$
         -- and the head of each instant's UTC day up to it, moved from the instant's date to
         -- the date before (the part of a day before p_since is subtracted, the part of a
         -- day before seg_end added).
-        SELECT v.at, x.day, x.workspace_id, NULL, NULL, x.provider, x.model, x.reported,
+        SELECT v.at, x.day, x.workspace_id, NULL, x.provider, x.model, x.reported,
                v.sign * x.cost_usd, v.sign * x.input_tokens, v.sign * x.output_tokens,
                v.sign * x.cache_read_tokens, v.sign * x.cache_write_tokens, v.sign * x.rows
         FROM unnest((SELECT s.heads FROM span s)) h(at)
@@ -359,14 +377,7 @@ LANGUAGE sql STABLE AS $$
                CASE WHEN p_by_provider THEN u.provider END AS provider,
                CASE WHEN p_by_model THEN u.model END AS model,
                count(DISTINCT u.task_id) - count(*) AS tasks
-        FROM (SELECT m.task_id, m.model FROM multi_provider_pairs(p_runtime_id, p_workspace_id) m
-              WHERE p_count_tasks
-              UNION
-              SELECT s.task_id, s.model FROM src s
-              WHERE s.task_id IS NOT NULL AND s.rows > 0
-                AND EXISTS (SELECT FROM task_usage o
-                            WHERE o.task_id = s.task_id AND o.model = s.model
-                              AND o.provider <> s.provider)) m
+        FROM multi_provider_pairs(p_runtime_id, p_workspace_id) m
         CROSS JOIN LATERAL (
             SELECT u.created_at, u.agent_id, u.provider, u.model, u.task_id
             FROM task_usage u
@@ -392,12 +403,18 @@ LANGUAGE sql STABLE AS $$
                                 s.cache_read_tokens, s.cache_write_tokens, p.price) AS cost,
                usage_unpriced_tokens(s.cost_usd, s.input_tokens, s.output_tokens,
                                      s.cache_read_tokens, s.cache_write_tokens,
-                                     p.price) AS unpriced
+                                     p.price) AS unpriced,
+               CASE WHEN s.priced THEN s.cost_usd ELSE 0 END AS reported,
+               CASE WHEN s.priced THEN 0 ELSE s.input_tokens END AS uncosted_input,
+               CASE WHEN s.priced THEN 0 ELSE s.output_tokens END AS uncosted_output,
+               CASE WHEN s.priced THEN 0 ELSE s.cache_read_tokens END AS uncosted_cache_read,
+               CASE WHEN s.priced THEN 0 ELSE s.cache_write_tokens END AS uncosted_cache_write
         FROM src s
         LEFT JOIN price p ON NOT s.priced AND p.valid @> s.day
             AND (p.workspace_id, p.provider, p.model) = (s.workspace_id, s.provider, s.model)
         UNION ALL
-        SELECT f.date, f.agent_id, f.provider, f.model, 0, 0, 0, 0, 0, f.tasks, 0, 0
+        SELECT f.date, f.agent_id, f.provider, f.model, 0, 0, 0, 0, 0, f.tasks, 0, 0,
+               0, 0, 0, 0, 0
         FROM fix f
         UNION ALL
         -- Day buckets, priced when folded (a bucket without a price has no cost).
@@ -410,7 +427,12 @@ LANGUAGE sql STABLE AS $$
                usage_cost_units(x.cost_usd, x.input_tokens, x.output_tokens,
                                 x.cache_read_tokens, x.cache_write_tokens, NULL),
                usage_unpriced_tokens(x.cost_usd, x.input_tokens, x.output_tokens,
-                                     x.cache_read_tokens, x.cache_write_tokens, NULL)
+                                     x.cache_read_tokens, x.cache_write_tokens, NULL),
+               CASE WHEN x.reported THEN x.cost_usd ELSE 0 END,
+               CASE WHEN x.reported THEN 0 ELSE x.input_tokens END,
+               CASE WHEN x.reported THEN 0 ELSE x.output_tokens END,
+               CASE WHEN x.reported THEN 0 ELSE x.cache_read_tokens END,
+               CASE WHEN x.reported THEN 0 ELSE x.cache_write_tokens END
         FROM usage_day x
         WHERE p_days_from IS NOT NULL AND x.runtime_id = p_runtime_id AND x.zone = p_day_zone
           AND x.day >= (p_days_from AT TIME ZONE p_day_zone)::date
@@ -419,7 +441,9 @@ LANGUAGE sql STABLE AS $$
            sum(r.input_tokens), sum(r.output_tokens),
            sum(r.cache_read_tokens), sum(r.cache_write_tokens),
            CASE WHEN p_count_tasks THEN sum(r.tasks)::bigint ELSE 0 END,
-           sum(r.cost), sum(r.unpriced)
+           sum(r.cost), sum(r.unpriced), round(sum(r.reported) * 10000000000),
+           sum(r.uncosted_input), sum(r.uncosted_output), sum(r.uncosted_cache_read),
+           sum(r.uncosted_cache_write)
     FROM part r
     GROUP BY r.date, r.agent_id, r.provider, r.model
     HAVING sum(r.rows) <> 0
@@ -533,8 +557,6 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_rows usage_rollup[];
     v_day_rows usage_day[];
-    v_task_ids uuid[];
-    v_models text[];
 BEGIN
     WITH batch AS (
         -- = ANY(...): probes by primary key, never a scan of a queue full of rows deleted
@@ -547,8 +569,7 @@ BEGIN
         SELECT array_agg(ROW(b.runtime_id, seg_start(b.created_at, cut.s), b.agent_id,
                              b.provider, b.model, b.cost_usd IS NOT NULL, b.workspace_id,
                              b.input_tokens, b.output_tokens, b.cache_read_tokens,
-                             b.cache_write_tokens, b.cost_usd, b.rows)::usage_rollup) AS rows,
-               array_agg(b.task_id) AS task_ids, array_agg(b.model) AS models
+                             b.cache_write_tokens, b.cost_usd, b.rows)::usage_rollup) AS rows
         FROM batch b
         CROSS JOIN cut
     ), day AS (  -- a row for each zone of the runtime
@@ -560,12 +581,9 @@ BEGIN
         FROM batch b
         JOIN usage_day_zone z ON z.runtime_id = b.runtime_id
     )
-    SELECT seg.rows, day.rows, seg.task_ids, seg.models
-    INTO v_rows, v_day_rows, v_task_ids, v_models
-    FROM seg, day;
+    SELECT seg.rows, day.rows INTO v_rows, v_day_rows FROM seg, day;
     PERFORM rollup_add(v_rows);
     PERFORM day_add(v_day_rows);
-    PERFORM multi_provider_sync(v_task_ids, v_models);
     RETURN coalesce(cardinality(v_rows), 0);
 END
 $$;
@@ -935,46 +953,6 @@ BEGIN
 END
 $$;
 
--- Fold the queued deltas of p_ids into the segments and into the day buckets of every zone
--- of their runtime, deleting them from the queue; returns how many. Callers hold the
--- rollup lock.
-CREATE OR REPLACE FUNCTION rollup_fold(p_ids bigint[])
-RETURNS integer
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_rows usage_rollup[];
-    v_day_rows usage_day[];
-BEGIN
-    WITH batch AS (
-        -- = ANY(...): probes by primary key, never a scan of a queue full of rows deleted
-        -- by earlier ticks and not yet vacuumed.
-        DELETE FROM usage_dirty WHERE id = ANY (p_ids)
-        RETURNING *
-    ), cut AS MATERIALIZED (  -- once, not per row
-        SELECT usage_cuts() AS s
-    ), seg AS (
-        SELECT array_agg(ROW(b.runtime_id, seg_start(b.created_at, cut.s), b.agent_id,
-                             b.provider, b.model, b.cost_usd IS NOT NULL, b.workspace_id,
-                             b.input_tokens, b.output_tokens, b.cache_read_tokens,
-                             b.cache_write_tokens, b.cost_usd, b.rows)::usage_rollup) AS rows
-        FROM batch b
-        CROSS JOIN cut
-    ), day AS (  -- a row for each zone of the runtime
-        SELECT array_agg(ROW(b.runtime_id, (b.created_at AT TIME ZONE z.zone)::date,
-                             utc_day(b.created_at), b.workspace_id, b.agent_id, b.provider,
-                             b.model, b.cost_usd IS NOT NULL, b.input_tokens, b.output_tokens,
-                             b.cache_read_tokens, b.cache_write_tokens, b.cost_usd, b.rows,
-                             z.zone)::usage_day) AS rows
-        FROM batch b
-        JOIN usage_day_zone z ON z.runtime_id = b.runtime_id
-    )
-    SELECT seg.rows, day.rows INTO v_rows, v_day_rows FROM seg, day;
-    PERFORM rollup_add(v_rows);
-    PERFORM day_add(v_day_rows);
-    RETURN coalesce(cardinality(v_rows), 0);
-END
-$$;
-
 -- Recompute the segments of (runtime, UTC day) keys, cut by every registered offset, as
 -- task_usage minus the deltas still queued (the folded state at this one snapshot), and
 -- add the difference to the segments as they are. Callers hold the rollup lock (rollup_lock): two recomputes
@@ -1029,279 +1007,4 @@ BEGIN
 
     RETURN cardinality(p_runtime_ids);
 END
-$$;
-
--- Usage since p_since: from the rollup when p_rollup (and p_since starts a quarter hour, as
--- every local midnight since 1980 does: see usage_bin), else raw (usage_report_raw). The
--- rollup path reads a runtime's day buckets from its first local midnight at or after
--- p_since on, in p_tz when the runtime has ready buckets there, else (a read without dates)
--- in any of its ready zones, where that midnight is a segment cut. It runs one plan made
--- once per session: a custom plan cost more to make (3-4 ms) than most reads take to run,
--- and the generic one measured as fast. The raw path is planned for its arguments on every
--- call. The rollup path takes neither p_by_hour nor p_issue_id (segments are not whole
--- hours; an issue is not a key of the rollup), so those reports always read raw.
-CREATE OR REPLACE FUNCTION usage_report(p_since timestamptz, p_tz text,
-                                        p_runtime_id uuid DEFAULT NULL,
-                                        p_workspace_id uuid DEFAULT NULL,
-                                        p_issue_id uuid DEFAULT NULL,
-                                        p_by_date boolean DEFAULT false,
-                                        p_by_hour boolean DEFAULT false,
-                                        p_by_agent boolean DEFAULT false,
-                                        p_by_provider boolean DEFAULT false,
-                                        p_by_model boolean DEFAULT false,
-                                        p_count_tasks boolean DEFAULT false,
-                                        p_rollup boolean DEFAULT false)
-RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
-               input_tokens numeric, output_tokens numeric,
-               cache_read_tokens numeric, cache_write_tokens numeric,
-               task_count bigint, cost_units numeric, unpriced_tokens numeric)
-LANGUAGE plpgsql STABLE
-SET plan_cache_mode = force_generic_plan AS $$
-DECLARE
-    v_zone      text;
-    v_days_from timestamptz;
-BEGIN
-    -- The rollup path reads queued deltas from p_since on, which it must be a bin start for.
-    IF NOT p_rollup OR isfinite(p_since) AND usage_bin(p_since) <> p_since THEN
-        RETURN QUERY EXECUTE
-            'SELECT * FROM usage_report_raw($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)'
-            USING p_since, p_tz, p_runtime_id, p_workspace_id, p_issue_id, p_by_date,
-                  p_by_hour, p_by_agent, p_by_provider, p_by_model, p_count_tasks;
-        RETURN;
-    END IF;
-    -- Statements of their own: a function with a subquery in its arguments is not inlined.
-    IF p_runtime_id IS NOT NULL AND isfinite(p_since) THEN
-        v_zone := (SELECT z.zone FROM usage_day_zone z
-                   WHERE z.runtime_id = p_runtime_id AND z.ready
-                   ORDER BY z.zone = p_tz DESC, z.zone
-                   LIMIT 1);
-    END IF;
-    IF v_zone = p_tz OR (v_zone IS NOT NULL AND NOT p_by_date) THEN
-        v_days_from := (((p_since - interval '1 microsecond') AT TIME ZONE v_zone)::date + 1)
-                       ::timestamp AT TIME ZONE v_zone;
-        IF NOT ((v_days_from - interval '1 microsecond') AT TIME ZONE v_zone)::date
-               < (v_days_from AT TIME ZONE v_zone)::date  -- not the first instant of its date
-           OR (v_days_from <> p_since
-               AND (p_by_date OR NOT EXISTS (
-                   SELECT FROM usage_offset o
-                   WHERE o.state = 'ready'
-                     AND o.offset_s = extract(epoch FROM (v_days_from AT TIME ZONE v_zone)
-                                                         - (v_days_from AT TIME ZONE 'UTC')))))
-        THEN
-            v_days_from := NULL;
-        END IF;
-    END IF;
-    RETURN QUERY
-    SELECT * FROM usage_report_rollup(p_since, p_tz, p_runtime_id, p_workspace_id,
-                                      p_by_date, p_by_agent, p_by_provider, p_by_model,
-                                      p_count_tasks, v_days_from, v_zone);
-END
-$$;
-
--- Usage since p_since of one runtime, else one workspace, as usage_report_raw has it (no
--- hours), from the rollup. Spans, each read from one source, plus the deltas still queued
--- in the spans that buckets serve:
---   [p_since, seg_end)       segments (seg_end: where segments serve p_tz, rollup_end(),
---                            at most p_days_from); a workspace whose dates each start at a
---                            cut with heads reads its whole UTC days from usage_day_ws and
---                            the part of a day before each such instant from usage_head_ws
---                            instead;
---   [seg_end, p_days_from)   raw rows (normally empty: today's rows are folded);
---   [p_days_from, infinity)  the runtime's day buckets in p_day_zone, from p_days_from's
---                            local date on (p_days_from: the first instant of that date, a
---                            cut; NULL: no day buckets, and the raw span is unbounded).
--- INVARIANT: a tick deletes deltas and adds them to the buckets in one transaction, so at
--- any snapshot every usage row is counted exactly once. A group is returned when it has
--- rows (a delta counts +1 or -1).
---
--- task_count (with p_count_tasks, which requires p_by_model): every usage row counts as a
--- task (one row per task, provider and model). The rows of (task, model) pairs reported
--- under several providers are corrected per group: -1 each, +1 per distinct task. The
--- pairs are those usage_multi_provider lists in the report's scope (all of them, at every
--- snapshot), so the correction's cost depends on the scope's own pairs only.
-CREATE OR REPLACE FUNCTION usage_report_rollup(p_since timestamptz, p_tz text,
-                                               p_runtime_id uuid, p_workspace_id uuid,
-                                               p_by_date boolean, p_by_agent boolean,
-                                               p_by_provider boolean, p_by_model boolean,
-                                               p_count_tasks boolean,
-                                               p_days_from timestamptz, p_day_zone text)
-RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
-               input_tokens numeric, output_tokens numeric,
-               cache_read_tokens numeric, cache_write_tokens numeric,
-               task_count bigint, cost_units numeric, unpriced_tokens numeric)
-LANGUAGE sql STABLE AS $$
-    WITH span AS (
-        -- seg_end, raw_end, the local midnights of the dates from p_since's to seg_end's
-        -- where each is the first instant of its date (else NULL: dates are then converted),
-        -- and the instants at which a workspace report reads heads (NULL: it reads
-        -- segments), which it may when it has no dates or each of its dates starts at its
-        -- midnight: p_since, seg_end and the midnights between, but those at 00:00 UTC
-        -- (whose heads are empty).
-        SELECT e.seg_end, e.raw_end, m.first, m.midnights,
-               CASE WHEN p_runtime_id IS NULL AND e.seg_end > p_since
-                         AND (NOT p_by_date OR m.midnights IS NOT NULL)
-                    THEN ARRAY(SELECT DISTINCT t.t
-                               FROM unnest(ARRAY[p_since, e.seg_end] || m.midnights) t(t)
-                               WHERE t.t >= p_since AND t.t <= e.seg_end
-                                 AND day_second(t.t) <> 0) END AS heads
-        FROM (SELECT least(CASE WHEN p_days_from = p_since THEN p_since
-                                ELSE rollup_end(p_tz, p_since, true) END,
-                           p_days_from) AS seg_end,
-                     coalesce(p_days_from, 'infinity') AS raw_end
-              OFFSET 0) e  -- once
-        CROSS JOIN LATERAL (
-            SELECT min(d.d) AS first,
-                   CASE WHEN bool_and((d.m AT TIME ZONE p_tz)::date = d.d
-                                      AND ((d.m - interval '1 microsecond') AT TIME ZONE p_tz)::date
-                                          = d.d - 1)
-                        THEN array_agg(d.m ORDER BY d.d) END AS midnights
-            FROM (SELECT CASE WHEN p_by_date AND e.seg_end > p_since
-                              THEN (p_since AT TIME ZONE p_tz)::date END AS lo,
-                         (e.seg_end AT TIME ZONE p_tz)::date AS hi) b
-            CROSS JOIN LATERAL generate_series(0, b.hi - b.lo) g(i)
-            CROSS JOIN LATERAL (SELECT b.lo + g.i AS d,
-                                       (b.lo + g.i)::timestamp AT TIME ZONE p_tz AS m) d
-        ) m
-    ), src AS (
-        -- Rows, queued deltas and segments, which are priced here. at: an instant of the
-        -- row's local date; day: its UTC day; priced: cost_usd is the reported cost.
-        -- Time bounds are read by scalar subqueries (a join with span would filter a scan
-        -- of every row instead of bounding an index scan).
-        SELECT u.created_at AS at, utc_day(u.created_at) AS day,
-               u.workspace_id, u.agent_id, u.provider, u.model,
-               u.cost_usd IS NOT NULL AS priced, u.cost_usd,
-               u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens,
-               1 AS rows
-        FROM usage_rows_between(p_runtime_id, p_workspace_id, (SELECT s.seg_end FROM span s),
-                                (SELECT s.raw_end FROM span s)) u
-        UNION ALL
-        -- The deltas (each at its quarter hour, usage_bin), summed per key before they are
-        -- priced: a read costs what its groups cost, not its queue.
-        SELECT d.created_at, utc_day(d.created_at), d.workspace_id,
-               CASE WHEN p_by_agent THEN d.agent_id END, d.provider, d.model,
-               d.cost_usd IS NOT NULL, sum(d.cost_usd), sum(d.input_tokens),
-               sum(d.output_tokens), sum(d.cache_read_tokens), sum(d.cache_write_tokens),
-               sum(d.rows)
-        FROM (SELECT * FROM usage_dirty d
-              WHERE p_runtime_id IS NOT NULL AND d.runtime_id = p_runtime_id
-                AND d.created_at >= p_since
-                AND (d.created_at < (SELECT s.seg_end FROM span s)
-                     OR d.created_at >= (SELECT s.raw_end FROM span s))
-              UNION ALL
-              SELECT * FROM usage_dirty d
-              WHERE p_runtime_id IS NULL AND d.workspace_id = p_workspace_id
-                AND d.created_at >= p_since
-                AND (d.created_at < (SELECT s.seg_end FROM span s)
-                     OR d.created_at >= (SELECT s.raw_end FROM span s))) d
-        GROUP BY d.created_at, d.workspace_id, CASE WHEN p_by_agent THEN d.agent_id END,
-                 d.provider, d.model, d.cost_usd IS NOT NULL
-        UNION ALL
-        SELECT x.seg_start, utc_day(x.seg_start), x.workspace_id, x.agent_id,
-               x.provider, x.model, x.reported, x.cost_usd,
-               x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
-               x.rows
-        FROM usage_rollup x
-        WHERE p_runtime_id IS NOT NULL AND x.runtime_id = p_runtime_id
-          AND x.seg_start >= p_since AND x.seg_start < (SELECT s.seg_end FROM span s)
-        UNION ALL
-        SELECT x.seg_start, utc_day(x.seg_start), x.workspace_id, NULL,
-               x.provider, x.model, x.reported, x.cost_usd,
-               x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
-               x.rows
-        FROM usage_rollup_ws x
-        WHERE p_runtime_id IS NULL AND x.workspace_id = p_workspace_id
-          AND (SELECT s.heads FROM span s) IS NULL
-          AND x.seg_start >= p_since AND x.seg_start < (SELECT s.seg_end FROM span s)
-        UNION ALL
-        -- With heads: the UTC days from p_since's to seg_end's, each at its last instant
-        -- (its local date is the date of its last part),
-        SELECT utc_start(x.day + 1) - interval '1 microsecond', x.day, x.workspace_id, NULL,
-               x.provider, x.model, x.reported, x.cost_usd,
-               x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
-               x.rows
-        FROM usage_day_ws x
-        WHERE p_runtime_id IS NULL AND x.workspace_id = p_workspace_id
-          AND (SELECT s.heads FROM span s) IS NOT NULL
-          AND x.day >= utc_day(p_since) AND x.day < utc_day((SELECT s.seg_end FROM span s))
-        UNION ALL
-        -- and the head of each instant's UTC day up to it, moved from the instant's date to
-        -- the date before (the part of a day before p_since is subtracted, the part of a
-        -- day before seg_end added).
-        SELECT v.at, x.day, x.workspace_id, NULL, x.provider, x.model, x.reported,
-               v.sign * x.cost_usd, v.sign * x.input_tokens, v.sign * x.output_tokens,
-               v.sign * x.cache_read_tokens, v.sign * x.cache_write_tokens, v.sign * x.rows
-        FROM unnest((SELECT s.heads FROM span s)) h(at)
-        JOIN usage_head_ws x ON x.workspace_id = p_workspace_id
-            AND x.cut = day_second(h.at) AND x.day = utc_day(h.at)
-        CROSS JOIN LATERAL (VALUES (h.at - interval '1 microsecond', 1), (h.at, -1)) v(at, sign)
-        WHERE p_runtime_id IS NULL
-          AND CASE v.sign WHEN 1 THEN h.at > p_since
-                          ELSE h.at < (SELECT s.seg_end FROM span s) END
-    ), price AS (
-        SELECT k.workspace_id, k.provider, k.model, s.*
-        FROM (SELECT DISTINCT workspace_id, provider, model FROM src WHERE NOT priced) k
-        CROSS JOIN LATERAL price_segments(k.workspace_id, k.provider, k.model) s
-    ), fix AS (
-        SELECT CASE WHEN p_by_date THEN (u.created_at AT TIME ZONE p_tz)::date END AS date,
-               CASE WHEN p_by_agent THEN u.agent_id END AS agent_id,
-               CASE WHEN p_by_provider THEN u.provider END AS provider,
-               CASE WHEN p_by_model THEN u.model END AS model,
-               count(DISTINCT u.task_id) - count(*) AS tasks
-        FROM multi_provider_pairs(p_runtime_id, p_workspace_id) m
-        CROSS JOIN LATERAL (
-            SELECT u.created_at, u.agent_id, u.provider, u.model, u.task_id
-            FROM task_usage u
-            WHERE u.task_id = m.task_id AND u.model = m.model AND u.created_at >= p_since
-              AND u.runtime_id = coalesce(p_runtime_id, u.runtime_id)
-              AND u.workspace_id = coalesce(p_workspace_id, u.workspace_id)
-            OFFSET 0) u  -- by pair, whatever the statistics say of the pairs
-        WHERE p_count_tasks
-        GROUP BY 1, 2, 3, 4
-    ), part AS (
-        SELECT CASE WHEN NOT p_by_date THEN NULL
-                    WHEN s.at < (SELECT sp.seg_end FROM span sp)
-                         AND (SELECT sp.midnights FROM span sp) IS NOT NULL
-                    THEN (SELECT sp.first FROM span sp)
-                         + width_bucket(s.at, (SELECT sp.midnights FROM span sp)) - 1
-                    ELSE (s.at AT TIME ZONE p_tz)::date END AS date,
-               CASE WHEN p_by_agent THEN s.agent_id END AS agent_id,
-               CASE WHEN p_by_provider THEN s.provider END AS provider,
-               CASE WHEN p_by_model THEN s.model END AS model,
-               s.input_tokens, s.output_tokens, s.cache_read_tokens, s.cache_write_tokens,
-               s.rows, s.rows AS tasks,
-               usage_cost_units(s.cost_usd, s.input_tokens, s.output_tokens,
-                                s.cache_read_tokens, s.cache_write_tokens, p.price) AS cost,
-               usage_unpriced_tokens(s.cost_usd, s.input_tokens, s.output_tokens,
-                                     s.cache_read_tokens, s.cache_write_tokens,
-                                     p.price) AS unpriced
-        FROM src s
-        LEFT JOIN price p ON NOT s.priced AND p.valid @> s.day
-            AND (p.workspace_id, p.provider, p.model) = (s.workspace_id, s.provider, s.model)
-        UNION ALL
-        SELECT f.date, f.agent_id, f.provider, f.model, 0, 0, 0, 0, 0, f.tasks, 0, 0
-        FROM fix f
-        UNION ALL
-        -- Day buckets, priced when folded (a bucket without a price has no cost).
-        SELECT CASE WHEN p_by_date THEN x.day END,
-               CASE WHEN p_by_agent THEN x.agent_id END,
-               CASE WHEN p_by_provider THEN x.provider END,
-               CASE WHEN p_by_model THEN x.model END,
-               x.input_tokens, x.output_tokens, x.cache_read_tokens, x.cache_write_tokens,
-               x.rows, x.rows,
-               usage_cost_units(x.cost_usd, x.input_tokens, x.output_tokens,
-                                x.cache_read_tokens, x.cache_write_tokens, NULL),
-               usage_unpriced_tokens(x.cost_usd, x.input_tokens, x.output_tokens,
-                                     x.cache_read_tokens, x.cache_write_tokens, NULL)
-        FROM usage_day x
-        WHERE p_days_from IS NOT NULL AND x.runtime_id = p_runtime_id AND x.zone = p_day_zone
-          AND x.day >= (p_days_from AT TIME ZONE p_day_zone)::date
-    )
-    SELECT r.date, NULL::integer, r.agent_id, r.provider, r.model,
-           sum(r.input_tokens), sum(r.output_tokens),
-           sum(r.cache_read_tokens), sum(r.cache_write_tokens),
-           CASE WHEN p_count_tasks THEN sum(r.tasks)::bigint ELSE 0 END,
-           sum(r.cost), sum(r.unpriced)
-    FROM part r
-    GROUP BY r.date, r.agent_id, r.provider, r.model
-    HAVING sum(r.rows) <> 0
 $$;

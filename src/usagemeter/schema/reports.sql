@@ -54,7 +54,10 @@ CREATE FUNCTION usage_report(p_since timestamptz, p_tz text,
 RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
                input_tokens numeric, output_tokens numeric,
                cache_read_tokens numeric, cache_write_tokens numeric,
-               task_count bigint, cost_units numeric, unpriced_tokens numeric)
+               task_count bigint, cost_units numeric, unpriced_tokens numeric,
+               reported_units numeric, uncosted_input_tokens numeric,
+               uncosted_output_tokens numeric, uncosted_cache_read_tokens numeric,
+               uncosted_cache_write_tokens numeric)
 LANGUAGE plpgsql STABLE
 SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
@@ -111,7 +114,10 @@ CREATE FUNCTION usage_report_raw(p_since timestamptz, p_tz text, p_runtime_id uu
 RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
                input_tokens numeric, output_tokens numeric,
                cache_read_tokens numeric, cache_write_tokens numeric,
-               task_count bigint, cost_units numeric, unpriced_tokens numeric)
+               task_count bigint, cost_units numeric, unpriced_tokens numeric,
+               reported_units numeric, uncosted_input_tokens numeric,
+               uncosted_output_tokens numeric, uncosted_cache_read_tokens numeric,
+               uncosted_cache_write_tokens numeric)
 LANGUAGE sql STABLE AS $$
     WITH src AS (
         -- One branch per kind of scope, so that the scope is an index condition even when
@@ -144,7 +150,12 @@ LANGUAGE sql STABLE AS $$
            sum(usage_cost_units(s.cost_usd, s.input_tokens, s.output_tokens,
                                 s.cache_read_tokens, s.cache_write_tokens, p.price)),
            sum(usage_unpriced_tokens(s.cost_usd, s.input_tokens, s.output_tokens,
-                                     s.cache_read_tokens, s.cache_write_tokens, p.price))
+                                     s.cache_read_tokens, s.cache_write_tokens, p.price)),
+           round(coalesce(sum(s.cost_usd), 0) * 10000000000),
+           coalesce(sum(s.input_tokens) FILTER (WHERE s.cost_usd IS NULL), 0),
+           coalesce(sum(s.output_tokens) FILTER (WHERE s.cost_usd IS NULL), 0),
+           coalesce(sum(s.cache_read_tokens) FILTER (WHERE s.cost_usd IS NULL), 0),
+           coalesce(sum(s.cache_write_tokens) FILTER (WHERE s.cost_usd IS NULL), 0)
     FROM src s
     LEFT JOIN price p ON s.cost_usd IS NULL AND p.valid @> utc_day(s.created_at)
         AND (p.workspace_id, p.provider, p.model) = (s.workspace_id, s.provider, s.model)
@@ -199,7 +210,10 @@ CREATE FUNCTION usage_report_rollup(p_since timestamptz, p_tz text,
 RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
                input_tokens numeric, output_tokens numeric,
                cache_read_tokens numeric, cache_write_tokens numeric,
-               task_count bigint, cost_units numeric, unpriced_tokens numeric)
+               task_count bigint, cost_units numeric, unpriced_tokens numeric,
+               reported_units numeric, uncosted_input_tokens numeric,
+               uncosted_output_tokens numeric, uncosted_cache_read_tokens numeric,
+               uncosted_cache_write_tokens numeric)
 LANGUAGE sql STABLE AS $$
     WITH span AS (
         -- seg_end, raw_end, the local midnights of the dates from p_since's to seg_end's
@@ -344,12 +358,18 @@ LANGUAGE sql STABLE AS $$
                                 s.cache_read_tokens, s.cache_write_tokens, p.price) AS cost,
                usage_unpriced_tokens(s.cost_usd, s.input_tokens, s.output_tokens,
                                      s.cache_read_tokens, s.cache_write_tokens,
-                                     p.price) AS unpriced
+                                     p.price) AS unpriced,
+               CASE WHEN s.priced THEN s.cost_usd ELSE 0 END AS reported,
+               CASE WHEN s.priced THEN 0 ELSE s.input_tokens END AS uncosted_input,
+               CASE WHEN s.priced THEN 0 ELSE s.output_tokens END AS uncosted_output,
+               CASE WHEN s.priced THEN 0 ELSE s.cache_read_tokens END AS uncosted_cache_read,
+               CASE WHEN s.priced THEN 0 ELSE s.cache_write_tokens END AS uncosted_cache_write
         FROM src s
         LEFT JOIN price p ON NOT s.priced AND p.valid @> s.day
             AND (p.workspace_id, p.provider, p.model) = (s.workspace_id, s.provider, s.model)
         UNION ALL
-        SELECT f.date, f.agent_id, f.provider, f.model, 0, 0, 0, 0, 0, f.tasks, 0, 0
+        SELECT f.date, f.agent_id, f.provider, f.model, 0, 0, 0, 0, 0, f.tasks, 0, 0,
+               0, 0, 0, 0, 0
         FROM fix f
         UNION ALL
         -- Day buckets, priced when folded (a bucket without a price has no cost).
@@ -362,7 +382,12 @@ LANGUAGE sql STABLE AS $$
                usage_cost_units(x.cost_usd, x.input_tokens, x.output_tokens,
                                 x.cache_read_tokens, x.cache_write_tokens, NULL),
                usage_unpriced_tokens(x.cost_usd, x.input_tokens, x.output_tokens,
-                                     x.cache_read_tokens, x.cache_write_tokens, NULL)
+                                     x.cache_read_tokens, x.cache_write_tokens, NULL),
+               CASE WHEN x.reported THEN x.cost_usd ELSE 0 END,
+               CASE WHEN x.reported THEN 0 ELSE x.input_tokens END,
+               CASE WHEN x.reported THEN 0 ELSE x.output_tokens END,
+               CASE WHEN x.reported THEN 0 ELSE x.cache_read_tokens END,
+               CASE WHEN x.reported THEN 0 ELSE x.cache_write_tokens END
         FROM usage_day x
         WHERE p_days_from IS NOT NULL AND x.runtime_id = p_runtime_id AND x.zone = p_day_zone
           AND x.day >= (p_days_from AT TIME ZONE p_day_zone)::date
@@ -371,7 +396,9 @@ LANGUAGE sql STABLE AS $$
            sum(r.input_tokens), sum(r.output_tokens),
            sum(r.cache_read_tokens), sum(r.cache_write_tokens),
            CASE WHEN p_count_tasks THEN sum(r.tasks)::bigint ELSE 0 END,
-           sum(r.cost), sum(r.unpriced)
+           sum(r.cost), sum(r.unpriced), round(sum(r.reported) * 10000000000),
+           sum(r.uncosted_input), sum(r.uncosted_output), sum(r.uncosted_cache_read),
+           sum(r.uncosted_cache_write)
     FROM part r
     GROUP BY r.date, r.agent_id, r.provider, r.model
     HAVING sum(r.rows) <> 0
