@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import World
 from tests.scene import runtime_report
+from usagemeter import rollup
 from usagemeter.cli import app
 from usagemeter.db import Row, connect
 from usagemeter.migrate import (
@@ -198,12 +199,16 @@ def test_a_release_database_keeps_its_usage_through_the_migrations(fresh: Any) -
         task = world.task(world.agent(ws, rt), rt)
         world.usage(task, tokens=(2**62, 5, 7, 0))
         db.execute("SELECT rollup()")
+        world.usage(task, model="queued", tokens=(3, 0, 0, 0))  # moves with the queue
         # (the reports' current statements need the current schema)
-        before = db.execute("SELECT input_tokens FROM task_usage").fetchall()
+        before = db.execute("SELECT input_tokens FROM task_usage ORDER BY 1").fetchall()
         assert migrate(db) == [p.stem for p in available()[1:]]
         after = runtime_report(db, rt, rollup=True)
         assert after == runtime_report(db, rt, rollup=False)
-        assert [r["input_tokens"] for r in after] == [r["input_tokens"] for r in before] == [2**62]
+        assert sorted(r["input_tokens"] for r in after) == [r["input_tokens"] for r in before]
+        assert [r["input_tokens"] for r in before] == [3, 2**62]
+        assert rollup.drain(db) >= 1
+        assert runtime_report(db, rt, rollup=True) == after
 
 
 def test_a_database_at_the_last_development_migration_is_the_baseline(fresh: Any) -> None:

@@ -209,7 +209,8 @@ async def write_usage(
                 await copy.write_row(row)
         await conn.execute(Q.lock_tasks)
         bad = await one(conn, Q.first_foreign_entry, {"workspace_id": workspace_id})
-        if bad is not None:
+        assert bad is not None  # an aggregate has one row
+        if bad["ord"] is not None:
             raise bad_request(f"invalid usage entry {bad['ord']}: task not found")
         try:
             await conn.execute(Q.upsert_staged)

@@ -30,15 +30,17 @@ ORDER BY id
 FOR NO KEY UPDATE;
 
 -- name: first_foreign_entry
--- The first staged entry whose task is not in the workspace (through its agent).
-SELECT s.ord
+-- The first staged entry whose task is not in the workspace (through its agent), NULL when
+-- none is. Each task is looked up once, however many entries it has.
+SELECT min(s.ord) AS ord
 FROM usage_staging s
-WHERE NOT EXISTS (
-    SELECT 1 FROM agent_task_queue t JOIN agent a ON a.id = t.agent_id
-    WHERE t.id = s.task_id AND a.workspace_id = %(workspace_id)s
-)
-ORDER BY s.ord
-LIMIT 1;
+WHERE s.task_id IN (
+    SELECT k.task_id FROM (SELECT DISTINCT task_id FROM usage_staging) k
+    WHERE NOT EXISTS (
+        SELECT 1 FROM agent_task_queue t JOIN agent a ON a.id = t.agent_id
+        WHERE t.id = k.task_id AND a.workspace_id = %(workspace_id)s
+    )
+);
 
 -- name: upsert_staged
 -- INVARIANT: a repeated (task_id, provider, model) replaces the four token values and the

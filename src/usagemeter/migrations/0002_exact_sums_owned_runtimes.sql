@@ -799,12 +799,8 @@ $$;
 -- deltas move to the new queue as they are (each at its own instant).
 LOCK TABLE task_usage IN SHARE MODE;
 SELECT multi_provider_sync(array_agg(task_id), array_agg(model)) FROM usage_dirty;
-ALTER TABLE usage_dirty RENAME TO usage_dirty_0_1;
-ALTER TABLE usage_dirty_0_1 RENAME CONSTRAINT usage_dirty_pkey TO usage_dirty_0_1_pkey;
-ALTER TABLE usage_dirty_0_1 RENAME CONSTRAINT usage_dirty_rows_check TO usage_dirty_0_1_rows;
-ALTER INDEX idx_usage_dirty_runtime_id_created_at RENAME TO usage_dirty_0_1_runtime;
-ALTER INDEX idx_usage_dirty_workspace_id_created_at RENAME TO usage_dirty_0_1_workspace;
-ALTER SEQUENCE usage_dirty_id_seq RENAME TO usage_dirty_0_1_id_seq;
+CREATE TEMP TABLE usage_dirty_0_1 ON COMMIT DROP AS SELECT * FROM usage_dirty;
+DROP TABLE usage_dirty;
 
 -- The queue of usage deltas. INVARIANT: every committed change to task_usage commits, in
 -- the same transaction, -1 times each old row and +1 times each new row here, summed per
@@ -845,9 +841,8 @@ OVERRIDING SYSTEM VALUE
 SELECT id, runtime_id, workspace_id, agent_id, provider, model, created_at, input_tokens,
        output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, rows, queued_at, held
 FROM usage_dirty_0_1;
-SELECT setval(pg_get_serial_sequence('usage_dirty', 'id'), last_value, is_called)
-FROM usage_dirty_0_1_id_seq;
-DROP TABLE usage_dirty_0_1;
+SELECT setval(pg_get_serial_sequence('usage_dirty', 'id'), max(id)) FROM usage_dirty_0_1
+HAVING count(*) > 0;
 
 
 -- The instant a queued change is kept at (capture.sql): its quarter hour (UTC) from 1980 on,
