@@ -135,6 +135,30 @@ MATRIX: dict[tuple[str, str], tuple[Make, str]] = {
         lambda s: ("/api/usage/daily", None),
         "401 401 404 404 200 200 200 200",
     ),
+    ("GET", "/api/dashboard/usage/daily"): (
+        lambda s: ("/api/dashboard/usage/daily", None),
+        "401 401 404 404 200 200 200 200",
+    ),
+    ("GET", "/api/dashboard/usage/by-agent"): (
+        lambda s: ("/api/dashboard/usage/by-agent", None),
+        "401 401 404 404 200 200 200 200",
+    ),
+    ("GET", "/api/dashboard/agent-runtime"): (
+        lambda s: ("/api/dashboard/agent-runtime", None),
+        "401 401 404 404 200 200 200 200",
+    ),
+    ("GET", "/api/dashboard/runtime/daily"): (
+        lambda s: ("/api/dashboard/runtime/daily", None),
+        "401 401 404 404 200 200 200 200",
+    ),
+    ("GET", "/api/dashboard/failures/daily"): (
+        lambda s: ("/api/dashboard/failures/daily", None),
+        "401 401 404 404 200 200 200 200",
+    ),
+    ("GET", "/api/dashboard/failures/by-agent"): (
+        lambda s: ("/api/dashboard/failures/by-agent", None),
+        "401 401 404 404 200 200 200 200",
+    ),
     ("GET", "/api/usage/summary"): (
         lambda s: ("/api/usage/summary", None),
         "401 401 404 404 200 200 200 200",

@@ -116,3 +116,45 @@ def test_a_task_cannot_be_linked_to_another_workspaces_issue(
     assert world.db.execute("SELECT issue_id FROM agent_task_queue").fetchall() == [
         {"issue_id": ours}
     ]
+
+
+def test_a_failed_task_keeps_its_reason_and_the_dashboard_counts_failures_by_it(
+    client: TestClient, world: World
+) -> None:
+    token = world.token()
+    h = auth(token, "acme")
+    rt = world.runtime(world.workspace())
+    agent = client.post("/api/agents", headers=h, json={"name": "bot", "runtime_id": str(rt)})
+    aid = agent.json()["id"]
+
+    def task() -> str:
+        tid = client.post("/api/tasks", headers=h, json={"agent_id": aid}).json()["id"]
+        assert client.post(f"/api/tasks/{tid}/start", headers=h).status_code == 200
+        return str(tid)
+
+    done = task()
+    assert client.post(f"/api/tasks/{done}/complete", headers=h).json()["failure_reason"] is None
+    body = {"failure_reason": "agent_context_overflow", "error": "too long", "session_id": "s"}
+    failed = client.post(f"/api/tasks/{task()}/fail", headers=h, json=body)
+    assert (failed.status_code, failed.json()["failure_reason"]) == (200, "agent_context_overflow")
+    assert client.post(f"/api/tasks/{task()}/fail", headers=h).status_code == 200  # no body
+    blank = client.post(f"/api/tasks/{task()}/fail", headers=h, json={"failure_reason": ""})
+    assert blank.json()["failure_reason"] == ""
+    # A bad reason is refused, and that task stays running (not counted below).
+    r = client.post(f"/api/tasks/{task()}/fail", headers=h, json={"failure_reason": 5})
+    assert (r.status_code, r.json()) == (
+        400,
+        {"error": "invalid request body: failure_reason is invalid"},
+    )
+    daily = client.get("/api/dashboard/failures/daily?days=1&tz=UTC", headers=h).json()
+    assert [(r["failure_reason"], r["task_count"]) for r in daily] == [
+        ("", 1),
+        ("agent_context_overflow", 1),
+        ("unclassified", 2),
+    ]
+    by_agent = client.get("/api/dashboard/failures/by-agent?days=1", headers=h).json()
+    assert [(r["agent_id"], r["failure_reason"], r["task_count"]) for r in by_agent] == [
+        (aid, "", 1),
+        (aid, "agent_context_overflow", 1),
+        (aid, "unclassified", 2),
+    ]

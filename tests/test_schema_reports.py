@@ -371,6 +371,8 @@ def test_every_report_route_answers_the_same_with_the_rollup_off(
         "/api/usage/timeline?tz=Asia/Kolkata&days=50",
         f"/api/issues/{issue}/usage",
         "/api/runtimes",
+        "/api/dashboard/usage/daily?days=60&tz=Pacific/Chatham",
+        "/api/dashboard/usage/by-agent?days=7&tz=Asia/Kolkata",
     ]
     bodies = {}
     for enabled in (True, False):

@@ -513,3 +513,70 @@ def test_every_usage_row_splits_reported_cost_from_uncosted_tokens(
         assert {k: get(client, f"/api/issues/{issue}/usage", s["token"])[k] for k in expected} == (
             expected
         )
+
+
+def test_dashboard_routes_of_today_s_multica(
+    client: TestClient, world: World, setup: dict[str, Any]
+) -> None:
+    # Per local date: `days` dates plus today; per agent: exactly `days` dates, today included.
+    s = setup
+    today = s["today"]
+    t1, t2 = world.task(s["a1"], s["rt"]), world.task(s["a2"], s["rt"])
+    world.usage(t1, at=today + timedelta(minutes=5), tokens=(1, 2, 3, 4))
+    world.usage(t2, at=today - timedelta(hours=1), tokens=(10, 20, 30, 40))
+    ended = [  # (agent, status, started, seconds run): ends today, but the last yesterday
+        (s["a1"], "completed", today + timedelta(minutes=1), 90),
+        (s["a1"], "failed", today + timedelta(minutes=2), 30),
+        (s["a2"], "cancelled", today + timedelta(minutes=3), 5),
+        (s["a2"], "completed", today - timedelta(hours=2), 60),
+    ]
+    for agent, status, started, seconds in ended:
+        world.db.execute(
+            "INSERT INTO agent_task_queue (agent_id, runtime_id, status, started_at, completed_at)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (agent, s["rt"], status, started, started + timedelta(seconds=seconds)),
+        )
+    world.db.execute(  # cancelled before it started: no run time, not counted
+        "INSERT INTO agent_task_queue (agent_id, runtime_id, status, completed_at)"
+        " VALUES (%s, %s, 'cancelled', %s)",
+        (s["a1"], s["rt"], today + timedelta(minutes=4)),
+    )
+    ws = f"workspace_id={s['ws']}&tz=UTC&days=1"
+    daily = get(client, f"/api/dashboard/usage/daily?{ws}", s["token"])
+    assert [(r["date"], r["provider"], r["input_tokens"], r["task_count"]) for r in daily] == [
+        (str(today.date()), "anthropic", 1, 1),
+        (str((today - timedelta(days=1)).date()), "anthropic", 10, 1),
+    ]
+    assert list(daily[0])[:3] == ["date", "provider", "model"]
+    assert {"cost_usd_ticks", "uncosted_input_tokens", "cost_usd"} <= set(daily[0])
+    by_agent = get(client, f"/api/dashboard/usage/by-agent?{ws}", s["token"])
+    assert [(r["agent_id"], r["provider"], r["input_tokens"]) for r in by_agent] == [
+        (str(s["a1"]), "anthropic", 1)
+    ]
+    agents = get(client, f"/api/dashboard/agent-runtime?{ws}", s["token"])
+    assert agents == [
+        {
+            "agent_id": str(s["a1"]),
+            "total_seconds": 120,
+            "task_count": 2,
+            "failed_count": 1,
+            "cancelled_count": 0,
+        },
+        {
+            "agent_id": str(s["a2"]),
+            "total_seconds": 5,
+            "task_count": 1,
+            "failed_count": 0,
+            "cancelled_count": 1,
+        },
+    ]
+    days = get(client, f"/api/dashboard/runtime/daily?{ws}", s["token"])
+    assert [(d["date"], d["total_seconds"], d["task_count"]) for d in days] == [
+        (str(today.date()), 125, 3),
+        (str((today - timedelta(days=1)).date()), 60, 1),
+    ]
+    r = client.get(f"/api/dashboard/usage/daily?{ws}&project_id=x", headers=auth(s["token"]))
+    assert (r.status_code, r.json()) == (
+        400,
+        {"error": "project_id is not supported: issues here belong to no project"},
+    )

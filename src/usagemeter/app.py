@@ -68,6 +68,14 @@ ROUTES: list[Route] = [
     Route("GET", "/api/usage/by-agent", usage.workspace_by_agent, workspace=True),
     Route("GET", "/api/usage/timeline", usage.workspace_timeline, workspace=True),
     Route("GET", "/api/issues/{issue_id}/usage", usage.issue_usage),
+    Route("GET", "/api/dashboard/usage/daily", usage.dashboard_usage_daily, workspace=True),
+    Route("GET", "/api/dashboard/usage/by-agent", usage.dashboard_usage_by_agent, workspace=True),
+    Route("GET", "/api/dashboard/agent-runtime", usage.dashboard_agent_runtime, workspace=True),
+    Route("GET", "/api/dashboard/runtime/daily", usage.dashboard_runtime_daily, workspace=True),
+    Route("GET", "/api/dashboard/failures/daily", usage.dashboard_failures_daily, workspace=True),
+    Route(
+        "GET", "/api/dashboard/failures/by-agent", usage.dashboard_failures_by_agent, workspace=True
+    ),
     # Ingest (docs/api.md: ingest)
     Route("POST", "/api/daemon/register", daemon.register, daemon.RegisterBody, (403,)),
     Route("GET", "/api/daemon/workspaces", daemon.daemon_workspaces),
@@ -112,7 +120,7 @@ ROUTES: list[Route] = [
     Route("GET", "/api/tasks/{task_id}", tasks.get_task),
     Route("POST", "/api/tasks/{task_id}/start", tasks.start_task, errors=(409,)),
     Route("POST", "/api/tasks/{task_id}/complete", tasks.complete_task, errors=(409,)),
-    Route("POST", "/api/tasks/{task_id}/fail", tasks.fail_task, errors=(409,)),
+    Route("POST", "/api/tasks/{task_id}/fail", tasks.fail_task, tasks.FailBody, (409,)),
     # Operations
     Route("GET", "/healthz", healthz),
     Route("GET", "/readyz", metrics.readyz, errors=(503,)),

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from usagemeter.auth import Caller, CallerDep, current_workspace, visible
 from usagemeter.db import AConn, Row, many, one, queries
 from usagemeter.issues import issue_for_caller
-from usagemeter.web import ApiError, Conn, Label, bad_request, parse_model, parse_uuid
+from usagemeter.web import ApiError, Conn, Label, Name, bad_request, parse_model, parse_uuid
 
 Q = queries(__file__)
 _LIMIT = re.compile(r"[0-9]{1,4}")  # ASCII digits only (str.isdigit accepts "²")
@@ -90,10 +90,25 @@ async def list_tasks(
     return await many(conn, Q.list_tasks, params)
 
 
-async def _transition(conn: AConn, caller: Caller, task_id: str, status: str) -> Any:
+class FailBody(BaseModel):
+    """Why the task failed, as the daemon classified it (optional; the body too). Today's
+    Multica daemon also sends `error`, `session_id` and more, which are not kept."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    failure_reason: Name | None = None
+
+
+async def _transition(
+    conn: AConn, caller: Caller, task_id: str, status: str, failure_reason: str | None = None
+) -> Any:
     tid = parse_uuid(task_id, "task_id")
     await task_for_caller(conn, caller, tid)
-    params = {"id": tid, "status": status, "from": TRANSITIONS[status]}
+    params = {
+        "id": tid,
+        "status": status,
+        "from": TRANSITIONS[status],
+        "failure_reason": failure_reason,
+    }
     if await one(conn, Q.transition_task, params) is None:
         task = await _get(conn, tid)
         raise ApiError(409, f"task is {task['status'] if task else 'gone'}")
@@ -110,6 +125,7 @@ async def complete_task(task_id: str, caller: CallerDep, conn: Conn) -> Any:
     return await _transition(conn, caller, task_id, "completed")
 
 
-async def fail_task(task_id: str, caller: CallerDep, conn: Conn) -> Any:
-    """queued/dispatched/running -> failed."""
-    return await _transition(conn, caller, task_id, "failed")
+async def fail_task(task_id: str, request: Request, caller: CallerDep, conn: Conn) -> Any:
+    """queued/dispatched/running -> failed, with the `failure_reason` the body may give."""
+    body = await parse_model(request, FailBody) if await request.body() else FailBody()
+    return await _transition(conn, caller, task_id, "failed", body.failure_reason)

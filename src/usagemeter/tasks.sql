@@ -19,7 +19,7 @@ RETURNING id;
 -- name: get_task
 SELECT t.id, t.agent_id, t.runtime_id, t.issue_id, t.status,
        rfc3339(t.started_at) AS started_at, rfc3339(t.completed_at) AS completed_at,
-       rfc3339(t.created_at) AS created_at
+       rfc3339(t.created_at) AS created_at, t.failure_reason
 FROM agent_task_queue t
 WHERE t.id = %(id)s;
 
@@ -27,7 +27,7 @@ WHERE t.id = %(id)s;
 -- The workspace's tasks, newest first.
 SELECT t.id, t.agent_id, t.runtime_id, t.issue_id, t.status,
        rfc3339(t.started_at) AS started_at, rfc3339(t.completed_at) AS completed_at,
-       rfc3339(t.created_at) AS created_at
+       rfc3339(t.created_at) AS created_at, t.failure_reason
 FROM agent_task_queue t
 JOIN agent a ON a.id = t.agent_id
 WHERE a.workspace_id = %(workspace_id)s
@@ -41,6 +41,7 @@ UPDATE agent_task_queue
 SET status = %(status)s,
     started_at = CASE WHEN %(status)s = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
     completed_at = CASE WHEN %(status)s IN ('completed', 'failed', 'cancelled') THEN now()
-                        ELSE completed_at END
+                        ELSE completed_at END,
+    failure_reason = %(failure_reason)s
 WHERE id = %(id)s AND status = ANY(%(from)s)
 RETURNING id;

@@ -14,6 +14,7 @@ from usagemeter.issues import issue_for_caller
 from usagemeter.runtimes import runtime_for_caller
 from usagemeter.web import (
     Conn,
+    bad_request,
     exact_json,
     json_rows,
     parse_days,
@@ -179,6 +180,59 @@ workspace_timeline = workspace_report(
     Q.usage_timeline,
     "The workspace per local date, every date listed (default 30 days): tokens, cost and its"
     " split by kind, unpriced tokens, cache savings, tasks started.",
+)
+
+
+def dashboard_report(query: str, doc: str) -> Handler:
+    """A report of today's Multica dashboard: a workspace report that also takes
+    `project_id`, which it refuses (issues here have no project) rather than ignore."""
+    report = workspace_report(query, doc)
+
+    async def handler(
+        request: Request,
+        caller: CallerDep,
+        conn: Conn,
+        days: str | None = None,
+        tz: str | None = None,
+        project_id: str | None = None,
+    ) -> Response:
+        if project_id is not None:
+            raise bad_request("project_id is not supported: issues here belong to no project")
+        return await report(request, caller, conn, days, tz)
+
+    handler.__doc__ = doc
+    return handler
+
+
+dashboard_usage_daily = dashboard_report(
+    Q.dashboard_usage_daily,
+    "Tokens, task counts and cost per local date, provider and model of the whole workspace"
+    " (default 30 days plus today), as today's Multica dashboard reads them.",
+)
+dashboard_usage_by_agent = dashboard_report(
+    Q.dashboard_usage_by_agent,
+    "Tokens, task counts and cost per agent, provider and model of the whole workspace over"
+    " exactly `days` local dates (default 30, today included).",
+)
+dashboard_agent_runtime = dashboard_report(
+    Q.dashboard_agent_runtime,
+    "Run time and counts of ended tasks per agent over exactly `days` local dates of their end"
+    " (default 30, today included), longest first.",
+)
+dashboard_runtime_daily = dashboard_report(
+    Q.dashboard_runtime_daily,
+    "Run time and counts of ended tasks per local date of their end (default 30 days plus today).",
+)
+
+dashboard_failures_daily = dashboard_report(
+    Q.dashboard_failures_daily,
+    "Tasks that completed or failed per local date of their end (default 30 days plus today)"
+    " and failure_reason ('' for those that completed).",
+)
+dashboard_failures_by_agent = dashboard_report(
+    Q.dashboard_failures_by_agent,
+    "Tasks that completed or failed per agent and failure_reason over exactly `days` local"
+    " dates of their end (default 30, today included).",
 )
 
 

@@ -232,3 +232,111 @@ SELECT register_report_zone(%(tz)s, %(workspace_id)s) AS registered;
 
 -- name: register_runtime_zone
 SELECT register_runtime_zone(%(runtime_id)s, %(tz)s);
+
+-- Today's Multica dashboard (docs/api.md, "Today's Multica clients"): the workspace per
+-- local date (days plus today) and per agent (exactly `days` dates: today and the days - 1
+-- before it), with keys as that dashboard reads them.
+
+-- name: dashboard_usage_daily
+-- Tokens, distinct tasks and cost of a workspace per local date, provider and model.
+SELECT r.date, r.provider, r.model,
+       r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens,
+       r.reported_units AS cost_usd_ticks, r.uncosted_input_tokens, r.uncosted_output_tokens,
+       r.uncosted_cache_read_tokens, r.uncosted_cache_write_tokens, r.task_count,
+       usd(r.cost_units) AS cost_usd, r.unpriced_tokens
+FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
+                  p_workspace_id => %(workspace_id)s, p_by_date => true,
+                  p_by_provider => true, p_by_model => true, p_count_tasks => true,
+                  p_rollup => %(rollup)s) r
+ORDER BY r.date DESC, r.provider COLLATE "C", r.model COLLATE "C";
+
+-- name: dashboard_usage_by_agent
+-- Tokens, distinct tasks and cost of a workspace per agent, provider and model, over exactly
+-- `days` local dates: the sum of its runtimes' reports (see workspace_usage_by_agent).
+SELECT r.agent_id, r.provider, r.model,
+       sum(r.input_tokens) AS input_tokens, sum(r.output_tokens) AS output_tokens,
+       sum(r.cache_read_tokens) AS cache_read_tokens,
+       sum(r.cache_write_tokens) AS cache_write_tokens,
+       sum(r.reported_units) AS cost_usd_ticks,
+       sum(r.uncosted_input_tokens) AS uncosted_input_tokens,
+       sum(r.uncosted_output_tokens) AS uncosted_output_tokens,
+       sum(r.uncosted_cache_read_tokens) AS uncosted_cache_read_tokens,
+       sum(r.uncosted_cache_write_tokens) AS uncosted_cache_write_tokens,
+       sum(r.task_count)::bigint AS task_count, usd(sum(r.cost_units)) AS cost_usd,
+       sum(r.unpriced_tokens) AS unpriced_tokens
+FROM agent_runtime rt
+CROSS JOIN LATERAL usage_report(usage_since(now(), %(tz)s, %(days)s - 1), %(tz)s,
+                                p_runtime_id => rt.id, p_by_agent => true,
+                                p_by_provider => true, p_by_model => true,
+                                p_count_tasks => true, p_rollup => %(rollup)s) r
+WHERE rt.workspace_id = %(workspace_id)s
+GROUP BY r.agent_id, r.provider, r.model
+ORDER BY r.agent_id, r.provider COLLATE "C", r.model COLLATE "C";
+
+-- name: dashboard_agent_runtime
+-- Run time (seconds from start to end) and counts of a workspace's tasks that ended
+-- (completed, failed or cancelled, having started) per agent, over exactly `days` local
+-- dates of their end, longest first.
+SELECT t.agent_id,
+       coalesce(sum(extract(epoch FROM t.completed_at - t.started_at)), 0)::bigint
+           AS total_seconds,
+       count(*) AS task_count,
+       count(*) FILTER (WHERE t.status = 'failed') AS failed_count,
+       count(*) FILTER (WHERE t.status = 'cancelled') AS cancelled_count
+FROM agent_task_queue t
+JOIN agent a ON a.id = t.agent_id
+WHERE a.workspace_id = %(workspace_id)s
+  AND t.status IN ('completed', 'failed', 'cancelled')
+  AND t.started_at IS NOT NULL
+  AND t.completed_at >= usage_since(now(), %(tz)s, %(days)s - 1)
+GROUP BY t.agent_id
+ORDER BY total_seconds DESC, t.agent_id;
+
+-- name: dashboard_runtime_daily
+-- The same per local date of the tasks' end (days plus today), newest first.
+SELECT (t.completed_at AT TIME ZONE %(tz)s)::date AS date,
+       coalesce(sum(extract(epoch FROM t.completed_at - t.started_at)), 0)::bigint
+           AS total_seconds,
+       count(*) AS task_count,
+       count(*) FILTER (WHERE t.status = 'failed') AS failed_count,
+       count(*) FILTER (WHERE t.status = 'cancelled') AS cancelled_count
+FROM agent_task_queue t
+JOIN agent a ON a.id = t.agent_id
+WHERE a.workspace_id = %(workspace_id)s
+  AND t.status IN ('completed', 'failed', 'cancelled')
+  AND t.started_at IS NOT NULL
+  AND t.completed_at >= usage_since(now(), %(tz)s, %(days)s)
+GROUP BY 1
+ORDER BY 1 DESC;
+
+-- name: dashboard_failures_daily
+-- Tasks that completed or failed per local date of their end (days plus today) and
+-- failure_reason: '' for those that completed (the succeeded count an error rate needs),
+-- 'unclassified' for a failure nobody classified.
+SELECT f.date, f.failure_reason, count(*) AS task_count
+FROM (SELECT (t.completed_at AT TIME ZONE %(tz)s)::date AS date,
+             CASE WHEN t.status = 'failed'
+                  THEN coalesce(nullif(t.failure_reason, ''), 'unclassified')
+                  ELSE '' END AS failure_reason
+      FROM agent_task_queue t
+      JOIN agent a ON a.id = t.agent_id
+      WHERE a.workspace_id = %(workspace_id)s
+        AND t.status IN ('completed', 'failed')
+        AND t.completed_at >= usage_since(now(), %(tz)s, %(days)s)) f
+GROUP BY f.date, f.failure_reason
+ORDER BY f.date DESC, f.failure_reason COLLATE "C";
+
+-- name: dashboard_failures_by_agent
+-- The same per agent, over exactly `days` local dates of their end.
+SELECT f.agent_id, f.failure_reason, count(*) AS task_count
+FROM (SELECT t.agent_id,
+             CASE WHEN t.status = 'failed'
+                  THEN coalesce(nullif(t.failure_reason, ''), 'unclassified')
+                  ELSE '' END AS failure_reason
+      FROM agent_task_queue t
+      JOIN agent a ON a.id = t.agent_id
+      WHERE a.workspace_id = %(workspace_id)s
+        AND t.status IN ('completed', 'failed')
+        AND t.completed_at >= usage_since(now(), %(tz)s, %(days)s - 1)) f
+GROUP BY f.agent_id, f.failure_reason
+ORDER BY f.agent_id, f.failure_reason COLLATE "C";

@@ -1003,3 +1003,7 @@ BEGIN
     RETURN cardinality(p_runtime_ids);
 END
 $$;
+
+-- Today's Multica: a failed task may say why (POST /api/tasks/{id}/fail), and the dashboard
+-- counts failures by reason.
+ALTER TABLE agent_task_queue ADD COLUMN failure_reason text NULL;

@@ -96,7 +96,9 @@ CREATE TABLE agent_task_queue (
                  CHECK (status IN ('queued', 'dispatched', 'running', 'completed', 'failed', 'cancelled')),
     started_at   timestamptz NULL,
     completed_at timestamptz NULL,
-    created_at   timestamptz NOT NULL DEFAULT now()
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    -- Why a failed task failed, as the daemon classified it ('' or NULL: nobody did).
+    failure_reason text NULL
 );
 
 CREATE INDEX idx_agent_task_queue_agent_id ON agent_task_queue (agent_id);
