@@ -236,6 +236,14 @@ MATRIX: dict[tuple[str, str], tuple[Make, str]] = {
         lambda s: ("/api/issues", {"title": "t"}),
         "401 401 404 404 200 200 200 200",
     ),
+    ("GET", "/api/projects"): (
+        lambda s: ("/api/projects", None),
+        "401 401 404 404 200 200 200 200",
+    ),
+    ("POST", "/api/projects"): (
+        lambda s: ("/api/projects", {"name": "p"}),
+        "401 401 404 404 200 200 200 200",
+    ),
     ("DELETE", "/api/issues/{issue_id}"): (
         lambda s: (f"/api/issues/{s.fresh_issue()}", None),
         "401 401 404 404 200 200 200 200",

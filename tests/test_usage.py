@@ -576,7 +576,59 @@ def test_dashboard_routes_of_today_s_multica(
         (str((today - timedelta(days=1)).date()), 60, 1),
     ]
     r = client.get(f"/api/dashboard/usage/daily?{ws}&project_id=x", headers=auth(s["token"]))
-    assert (r.status_code, r.json()) == (
-        400,
-        {"error": "project_id is not supported: issues here belong to no project"},
+    assert (r.status_code, r.json()) == (400, {"error": "invalid project_id"})
+
+
+def test_dashboard_routes_report_one_project(
+    client: TestClient, world: World, setup: dict[str, Any]
+) -> None:
+    # Only the tasks of the project's issues count, read raw (a project is not a rollup key)
+    # and equal with the rollup on or off.
+    s = setup
+    h = auth(s["token"], "acme")
+    project = client.post("/api/projects", headers=h, json={"name": "Launch"}).json()
+    assert client.get("/api/projects", headers=h).json() == [project]
+    inside = client.post(
+        "/api/issues", headers=h, json={"title": "in", "project_id": project["id"]}
+    ).json()
+    assert inside["project_id"] == project["id"]
+    outside = world.issue(s["ws"])
+    at = s["today"] + timedelta(minutes=5)
+    for issue, tokens in ((inside["id"], 7), (outside, 1000)):
+        task = world.task(s["a1"], s["rt"], issue=issue)
+        world.usage(task, at=at, tokens=(tokens, 0, 0, 0))
+        world.db.execute(
+            "UPDATE agent_task_queue SET status = 'failed', started_at = %s, completed_at = %s"
+            " WHERE id = %s",
+            (at, at + timedelta(seconds=tokens), task),
+        )
+    q = f"workspace_id={s['ws']}&tz=UTC&days=1&project_id={project['id']}"
+    for folded in (False, True):
+        if folded:
+            rollup.drain(world.db)
+        daily = get(client, f"/api/dashboard/usage/daily?{q}", s["token"])
+        assert [(r["input_tokens"], r["task_count"]) for r in daily] == [(7, 1)]
+        by_agent = get(client, f"/api/dashboard/usage/by-agent?{q}", s["token"])
+        assert [r["input_tokens"] for r in by_agent] == [7]
+    runtime = get(client, f"/api/dashboard/agent-runtime?{q}", s["token"])
+    assert [(r["total_seconds"], r["failed_count"]) for r in runtime] == [(7, 1)]
+    assert [
+        r["total_seconds"] for r in get(client, f"/api/dashboard/runtime/daily?{q}", s["token"])
+    ] == [7]
+    failures = get(client, f"/api/dashboard/failures/by-agent?{q}", s["token"])
+    assert [(r["failure_reason"], r["task_count"]) for r in failures] == [("unclassified", 1)]
+    # The whole workspace counts both.
+    whole = get(client, f"/api/dashboard/usage/daily?workspace_id={s['ws']}&days=1", s["token"])
+    assert [r["input_tokens"] for r in whole] == [1007]
+    # A project of another workspace is not found.
+    world.token(workspace="other", email="o@example.com")
+    other = world.workspace("other")
+    theirs = world.db.execute(
+        "INSERT INTO project (workspace_id, name) VALUES (%s, 'x') RETURNING id", (other,)
+    ).fetchall()[0]["id"]
+    r = client.get(
+        f"/api/dashboard/usage/daily?project_id={theirs}", headers=auth(s["token"], "acme")
     )
+    assert (r.status_code, r.json()) == (404, {"error": "project not found"})
+    r = client.post("/api/issues", headers=h, json={"title": "t", "project_id": str(theirs)})
+    assert (r.status_code, r.json()) == (404, {"error": "project not found"})

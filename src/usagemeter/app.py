@@ -115,6 +115,8 @@ ROUTES: list[Route] = [
     Route("GET", "/api/issues", issues.list_issues, workspace=True),
     Route("POST", "/api/issues", issues.create_issue, issues.IssueIn, workspace=True),
     Route("DELETE", "/api/issues/{issue_id}", issues.delete_issue),
+    Route("GET", "/api/projects", issues.list_projects, workspace=True),
+    Route("POST", "/api/projects", issues.create_project, issues.ProjectIn, workspace=True),
     Route("GET", "/api/tasks", tasks.list_tasks, workspace=True),
     Route("POST", "/api/tasks", tasks.create_task, tasks.TaskIn, (409,), workspace=True),
     Route("GET", "/api/tasks/{task_id}", tasks.get_task),

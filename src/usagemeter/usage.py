@@ -10,11 +10,10 @@ from fastapi import Request, Response
 
 from usagemeter.auth import Caller, CallerDep, current_workspace
 from usagemeter.db import AConn, Row, one, queries
-from usagemeter.issues import issue_for_caller
+from usagemeter.issues import issue_for_caller, project_of_workspace
 from usagemeter.runtimes import runtime_for_caller
 from usagemeter.web import (
     Conn,
-    bad_request,
     exact_json,
     json_rows,
     parse_days,
@@ -184,9 +183,8 @@ workspace_timeline = workspace_report(
 
 
 def dashboard_report(query: str, doc: str) -> Handler:
-    """A report of today's Multica dashboard: a workspace report that also takes
-    `project_id`, which it refuses (issues here have no project) rather than ignore."""
-    report = workspace_report(query, doc)
+    """A report of today's Multica dashboard: a workspace report (as workspace_report) that
+    also takes `project_id`, a project of the workspace, to report its issues' tasks only."""
 
     async def handler(
         request: Request,
@@ -196,9 +194,13 @@ def dashboard_report(query: str, doc: str) -> Handler:
         tz: str | None = None,
         project_id: str | None = None,
     ) -> Response:
-        if project_id is not None:
-            raise bad_request("project_id is not supported: issues here belong to no project")
-        return await report(request, caller, conn, days, tz)
+        n, zone = parse_days(days, 30), parse_tz(tz)
+        project = parse_uuid(project_id, "project_id") if project_id is not None else None
+        ws = await current_workspace(request, caller, conn)
+        if project is not None:
+            await project_of_workspace(conn, project, ws.id)
+        params = await workspace_params(request, conn, caller, ws.id, zone)
+        return await json_rows(conn, query, {**params, "days": n, "project_id": project})
 
     handler.__doc__ = doc
     return handler

@@ -233,11 +233,11 @@ SELECT register_report_zone(%(tz)s, %(workspace_id)s) AS registered;
 -- name: register_runtime_zone
 SELECT register_runtime_zone(%(runtime_id)s, %(tz)s);
 
+-- name: dashboard_usage_daily
 -- Today's Multica dashboard (docs/api.md, "Today's Multica clients"): the workspace per
 -- local date (days plus today) and per agent (exactly `days` dates: today and the days - 1
--- before it), with keys as that dashboard reads them.
-
--- name: dashboard_usage_daily
+-- before it), with keys as that dashboard reads them, or only the tasks of the issues of
+-- project `project_id` (then usage is read raw: a project is not a key of the rollup).
 -- Tokens, distinct tasks and cost of a workspace per local date, provider and model.
 SELECT r.date, r.provider, r.model,
        r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens,
@@ -245,9 +245,11 @@ SELECT r.date, r.provider, r.model,
        r.uncosted_cache_read_tokens, r.uncosted_cache_write_tokens, r.task_count,
        usd(r.cost_units) AS cost_usd, r.unpriced_tokens
 FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
-                  p_workspace_id => %(workspace_id)s, p_by_date => true,
-                  p_by_provider => true, p_by_model => true, p_count_tasks => true,
-                  p_rollup => %(rollup)s) r
+                  p_workspace_id => CASE WHEN %(project_id)s::uuid IS NULL
+                                         THEN %(workspace_id)s::uuid END,
+                  p_by_date => true, p_by_provider => true, p_by_model => true,
+                  p_count_tasks => true, p_rollup => %(rollup)s AND %(project_id)s::uuid IS NULL,
+                  p_project_id => %(project_id)s) r
 ORDER BY r.date DESC, r.provider COLLATE "C", r.model COLLATE "C";
 
 -- name: dashboard_usage_by_agent
@@ -264,12 +266,19 @@ SELECT r.agent_id, r.provider, r.model,
        sum(r.uncosted_cache_write_tokens) AS uncosted_cache_write_tokens,
        sum(r.task_count)::bigint AS task_count, usd(sum(r.cost_units)) AS cost_usd,
        sum(r.unpriced_tokens) AS unpriced_tokens
-FROM agent_runtime rt
-CROSS JOIN LATERAL usage_report(usage_since(now(), %(tz)s, %(days)s - 1), %(tz)s,
-                                p_runtime_id => rt.id, p_by_agent => true,
-                                p_by_provider => true, p_by_model => true,
-                                p_count_tasks => true, p_rollup => %(rollup)s) r
-WHERE rt.workspace_id = %(workspace_id)s
+FROM (SELECT r.*
+      FROM agent_runtime rt
+      CROSS JOIN LATERAL usage_report(usage_since(now(), %(tz)s, %(days)s - 1), %(tz)s,
+                                      p_runtime_id => rt.id, p_by_agent => true,
+                                      p_by_provider => true, p_by_model => true,
+                                      p_count_tasks => true, p_rollup => %(rollup)s) r
+      WHERE rt.workspace_id = %(workspace_id)s AND %(project_id)s::uuid IS NULL
+      UNION ALL
+      SELECT r.*
+      FROM usage_report(usage_since(now(), %(tz)s, %(days)s - 1), %(tz)s,
+                        p_project_id => %(project_id)s, p_by_agent => true,
+                        p_by_provider => true, p_by_model => true, p_count_tasks => true) r
+      WHERE %(project_id)s::uuid IS NOT NULL) r
 GROUP BY r.agent_id, r.provider, r.model
 ORDER BY r.agent_id, r.provider COLLATE "C", r.model COLLATE "C";
 
@@ -289,6 +298,8 @@ WHERE a.workspace_id = %(workspace_id)s
   AND t.status IN ('completed', 'failed', 'cancelled')
   AND t.started_at IS NOT NULL
   AND t.completed_at >= usage_since(now(), %(tz)s, %(days)s - 1)
+  AND (%(project_id)s::uuid IS NULL
+       OR t.issue_id IN (SELECT i.id FROM issue i WHERE i.project_id = %(project_id)s))
 GROUP BY t.agent_id
 ORDER BY total_seconds DESC, t.agent_id;
 
@@ -306,6 +317,8 @@ WHERE a.workspace_id = %(workspace_id)s
   AND t.status IN ('completed', 'failed', 'cancelled')
   AND t.started_at IS NOT NULL
   AND t.completed_at >= usage_since(now(), %(tz)s, %(days)s)
+  AND (%(project_id)s::uuid IS NULL
+       OR t.issue_id IN (SELECT i.id FROM issue i WHERE i.project_id = %(project_id)s))
 GROUP BY 1
 ORDER BY 1 DESC;
 
@@ -322,7 +335,9 @@ FROM (SELECT (t.completed_at AT TIME ZONE %(tz)s)::date AS date,
       JOIN agent a ON a.id = t.agent_id
       WHERE a.workspace_id = %(workspace_id)s
         AND t.status IN ('completed', 'failed')
-        AND t.completed_at >= usage_since(now(), %(tz)s, %(days)s)) f
+        AND t.completed_at >= usage_since(now(), %(tz)s, %(days)s)
+        AND (%(project_id)s::uuid IS NULL
+             OR t.issue_id IN (SELECT i.id FROM issue i WHERE i.project_id = %(project_id)s))) f
 GROUP BY f.date, f.failure_reason
 ORDER BY f.date DESC, f.failure_reason COLLATE "C";
 
@@ -337,6 +352,8 @@ FROM (SELECT t.agent_id,
       JOIN agent a ON a.id = t.agent_id
       WHERE a.workspace_id = %(workspace_id)s
         AND t.status IN ('completed', 'failed')
-        AND t.completed_at >= usage_since(now(), %(tz)s, %(days)s - 1)) f
+        AND t.completed_at >= usage_since(now(), %(tz)s, %(days)s - 1)
+        AND (%(project_id)s::uuid IS NULL
+             OR t.issue_id IN (SELECT i.id FROM issue i WHERE i.project_id = %(project_id)s))) f
 GROUP BY f.agent_id, f.failure_reason
 ORDER BY f.agent_id, f.failure_reason COLLATE "C";

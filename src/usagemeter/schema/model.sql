@@ -71,15 +71,28 @@ CREATE TABLE agent (
 
 CREATE INDEX idx_agent_runtime_id ON agent (runtime_id);
 
+-- A project groups issues of a workspace (today's Multica scopes its dashboard to one).
+CREATE TABLE project (
+    id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    workspace_id uuid NOT NULL REFERENCES workspace (id) ON DELETE CASCADE,
+    name         text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX idx_project_workspace_id ON project (workspace_id);
+
 CREATE TABLE issue (
     id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     workspace_id uuid NOT NULL REFERENCES workspace (id) ON DELETE CASCADE,
     title        text NOT NULL,
     number       integer NOT NULL DEFAULT 0,
-    created_at   timestamptz NOT NULL DEFAULT now()
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    project_id   uuid NULL REFERENCES project (id) ON DELETE SET NULL
 );
 
 CREATE INDEX idx_issue_workspace_id_number ON issue (workspace_id, number);
+
+CREATE INDEX idx_issue_project_id ON issue (project_id);
 
 -- Issue numbers are per workspace; the counter row lock serialises concurrent creates.
 CREATE TABLE issue_counter (

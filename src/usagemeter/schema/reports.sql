@@ -50,7 +50,8 @@ CREATE FUNCTION usage_report(p_since timestamptz, p_tz text,
                                         p_by_provider boolean DEFAULT false,
                                         p_by_model boolean DEFAULT false,
                                         p_count_tasks boolean DEFAULT false,
-                                        p_rollup boolean DEFAULT false)
+                                        p_rollup boolean DEFAULT false,
+                                        p_project_id uuid DEFAULT NULL)
 RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
                input_tokens numeric, output_tokens numeric,
                cache_read_tokens numeric, cache_write_tokens numeric,
@@ -67,9 +68,10 @@ BEGIN
     -- The rollup path reads queued deltas from p_since on, which it must be a bin start for.
     IF NOT p_rollup OR isfinite(p_since) AND usage_bin(p_since) <> p_since THEN
         RETURN QUERY EXECUTE
-            'SELECT * FROM usage_report_raw($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)'
+            'SELECT * FROM usage_report_raw($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)'
             USING p_since, p_tz, p_runtime_id, p_workspace_id, p_issue_id, p_by_date,
-                  p_by_hour, p_by_agent, p_by_provider, p_by_model, p_count_tasks;
+                  p_by_hour, p_by_agent, p_by_provider, p_by_model, p_count_tasks,
+                  p_project_id;
         RETURN;
     END IF;
     -- Statements of their own: a function with a subquery in its arguments is not inlined.
@@ -101,16 +103,16 @@ BEGIN
 END
 $$;
 
--- Usage since p_since of one runtime, else one workspace, else one issue, read from
--- task_usage, grouped by the chosen keys (a key not chosen is NULL): local date and hour in
--- p_tz, agent, provider, model. task_count (with p_count_tasks, else 0) counts distinct
--- tasks per group. A row without a reported cost is priced with the price in force on its
+-- Usage since p_since of one runtime, else one workspace, else one issue, else one project,
+-- read from task_usage, grouped by the chosen keys (a key not chosen is NULL): local date
+-- and hour in p_tz, agent, provider, model. task_count (with p_count_tasks, else 0) counts
+-- distinct tasks per group. A row without a reported cost is priced with the price in force on its
 -- UTC day in its workspace. Money is exact 1e-10 USD.
 CREATE FUNCTION usage_report_raw(p_since timestamptz, p_tz text, p_runtime_id uuid,
                                  p_workspace_id uuid, p_issue_id uuid,
                                  p_by_date boolean, p_by_hour boolean, p_by_agent boolean,
                                  p_by_provider boolean, p_by_model boolean,
-                                 p_count_tasks boolean)
+                                 p_count_tasks boolean, p_project_id uuid DEFAULT NULL)
 RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
                input_tokens numeric, output_tokens numeric,
                cache_read_tokens numeric, cache_write_tokens numeric,
@@ -133,6 +135,13 @@ LANGUAGE sql STABLE AS $$
         SELECT u.* FROM task_usage u
         WHERE p_runtime_id IS NULL AND p_workspace_id IS NULL
           AND u.task_id IN (SELECT t.id FROM agent_task_queue t WHERE t.issue_id = p_issue_id)
+          AND u.created_at >= p_since
+        UNION ALL
+        SELECT u.* FROM task_usage u
+        WHERE p_runtime_id IS NULL AND p_workspace_id IS NULL AND p_issue_id IS NULL
+          AND u.task_id IN (SELECT t.id FROM agent_task_queue t
+                            JOIN issue i ON i.id = t.issue_id
+                            WHERE i.project_id = p_project_id)
           AND u.created_at >= p_since
     ), price AS (
         SELECT k.workspace_id, k.provider, k.model, s.*
