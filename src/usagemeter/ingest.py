@@ -143,13 +143,10 @@ async def parse_usage(request: Request, model: type[Body], limit: int) -> Body:
     """Validate a usage body; the first problem becomes a 400 naming the entry."""
     data = await read_json(request, "invalid request body")
     usage = data.get("usage") if isinstance(data, dict) else None
-    if not isinstance(usage, list) or len(usage) <= SLICE:
-        body = _validate(model, data, 0)
-        if len(body.usage or []) > limit:
-            raise bad_request(f"invalid request body: at most {limit} usage entries")
-        return body
-    if len(usage) > limit:
+    if isinstance(usage, list) and len(usage) > limit:
         raise bad_request(f"invalid request body: at most {limit} usage entries")
+    if not isinstance(usage, list) or len(usage) <= SLICE:
+        return _validate(model, data, 0)
     body = _validate(model, {**data, "usage": usage[:SLICE]}, 0)
     for start in range(SLICE, len(usage), SLICE):
         await asyncio.sleep(0)
