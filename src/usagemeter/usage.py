@@ -144,9 +144,27 @@ async def runtime_activity(
     return await json_rows(conn, Q.runtime_activity, params)
 
 
+async def workspace_rows(
+    request: Request,
+    caller: Caller,
+    conn: AConn,
+    query: str,
+    days: str | None,
+    tz: str | None,
+    project_id: UUID | None = None,
+) -> Response:
+    """A workspace report's rows: `query` over `days` (default 30) in `tz` (default the
+    caller's own zone, else UTC), of one project of the workspace if given (else 404)."""
+    n, zone = parse_days(days, 30), parse_tz(tz)
+    ws = await current_workspace(request, caller, conn)
+    if project_id is not None:
+        await project_of_workspace(conn, project_id, ws.id)
+    params = await workspace_params(request, conn, caller, ws.id, zone)
+    return await json_rows(conn, query, {**params, "days": n, "project_id": project_id})
+
+
 def workspace_report(query: str, doc: str) -> Handler:
-    """The handler of a workspace report: `query` over `days` (default 30) in `tz` (default
-    the caller's own zone, else UTC)."""
+    """The handler of a workspace report (workspace_rows)."""
 
     async def handler(
         request: Request,
@@ -155,10 +173,7 @@ def workspace_report(query: str, doc: str) -> Handler:
         days: str | None = None,
         tz: str | None = None,
     ) -> Response:
-        n, zone = parse_days(days, 30), parse_tz(tz)
-        ws = await current_workspace(request, caller, conn)
-        params = await workspace_params(request, conn, caller, ws.id, zone)
-        return await json_rows(conn, query, {**params, "days": n})
+        return await workspace_rows(request, caller, conn, query, days, tz)
 
     handler.__doc__ = doc
     return handler
@@ -183,8 +198,8 @@ workspace_timeline = workspace_report(
 
 
 def dashboard_report(query: str, doc: str) -> Handler:
-    """A report of today's Multica dashboard: a workspace report (as workspace_report) that
-    also takes `project_id`, a project of the workspace, to report its issues' tasks only."""
+    """A report of today's Multica dashboard: a workspace report that also takes
+    `project_id`, a project of the workspace, to report its issues' tasks only."""
 
     async def handler(
         request: Request,
@@ -194,13 +209,8 @@ def dashboard_report(query: str, doc: str) -> Handler:
         tz: str | None = None,
         project_id: str | None = None,
     ) -> Response:
-        n, zone = parse_days(days, 30), parse_tz(tz)
         project = parse_uuid(project_id, "project_id") if project_id is not None else None
-        ws = await current_workspace(request, caller, conn)
-        if project is not None:
-            await project_of_workspace(conn, project, ws.id)
-        params = await workspace_params(request, conn, caller, ws.id, zone)
-        return await json_rows(conn, query, {**params, "days": n, "project_id": project})
+        return await workspace_rows(request, caller, conn, query, days, tz, project)
 
     handler.__doc__ = doc
     return handler
