@@ -121,7 +121,7 @@ ROUTES: list[Route] = [
     Route("POST", "/api/tasks", tasks.create_task, tasks.TaskIn, (409,), workspace=True),
     Route("GET", "/api/tasks/{task_id}", tasks.get_task),
     Route("POST", "/api/tasks/{task_id}/start", tasks.start_task, errors=(409,)),
-    Route("POST", "/api/tasks/{task_id}/complete", tasks.complete_task, errors=(409,)),
+    Route("POST", "/api/tasks/{task_id}/complete", tasks.complete_task, tasks.EndBody, (409,)),
     Route("POST", "/api/tasks/{task_id}/fail", tasks.fail_task, tasks.FailBody, (409,)),
     # Operations
     Route("GET", "/healthz", healthz),

@@ -7,8 +7,10 @@ import os
 import time
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import psycopg
 import typer
@@ -17,7 +19,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from usagemeter import __version__, pricing, rollup
+from usagemeter import __version__, imports, pricing, rollup
 from usagemeter import migrate as migrations
 from usagemeter.auth import ROLES, create_token
 from usagemeter.config import SETTINGS, Config
@@ -38,6 +40,11 @@ prices_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(prices_app, name="prices")
+import_app = typer.Typer(
+    help="Import the usage that agent CLIs log on this machine (docs/import.md).",
+    no_args_is_help=True,
+)
+app.add_typer(import_app, name="import")
 err = Console(stderr=True)
 
 
@@ -426,6 +433,113 @@ def backfill(
                 rollup.recompute(conn, chunk)
                 progress.advance(task, len(chunk))
     print(f"rebuilt {len(keys)} runtime days")
+
+
+PathsArg = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        help="Log files or directories (default: where the agent CLI keeps them).",
+        show_default=False,
+    ),
+]
+WorkspaceOpt = Annotated[
+    str, typer.Option(help="Workspace slug to import into (created when missing).")
+]
+SinceOpt = Annotated[
+    datetime | None,
+    typer.Option(
+        formats=["%Y-%m-%d"], help="Only requests from this date on (this machine's zone)."
+    ),
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Read and count everything, write nothing.")
+]
+
+
+@import_app.command("claude-code")
+def import_claude_code(
+    paths: PathsArg = None,
+    workspace: WorkspaceOpt = imports.DEFAULT_WORKSPACE,
+    since: SinceOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Claude Code's session logs: ~/.claude/projects and ~/.config/claude/projects, or the
+    projects/ of each directory in CLAUDE_CONFIG_DIR (comma-separated)."""
+    _import(imports.CLAUDE_CODE, paths, workspace, since, dry_run)
+
+
+@import_app.command("codex")
+def import_codex(
+    paths: PathsArg = None,
+    workspace: WorkspaceOpt = imports.DEFAULT_WORKSPACE,
+    since: SinceOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Codex's session logs: sessions/ and archived_sessions/ of CODEX_HOME (~/.codex)."""
+    _import(imports.CODEX, paths, workspace, since, dry_run)
+
+
+def _import(
+    source: imports.Source,
+    paths: list[Path] | None,
+    workspace: str,
+    since: datetime | None,
+    dry_run: bool,
+) -> None:
+    roots = paths or source.roots()
+    if not any(p.exists() for p in roots):
+        err.print(f"No {source.label} logs at {', '.join(map(str, roots))}.")
+        raise typer.Exit(1 if paths else 0)
+    start = since.replace(tzinfo=ZoneInfo(imports.machine_zone())) if since else None
+    cfg = Config.from_env()
+    try:
+        summary = imports.run_import(
+            _ready_url(cfg),
+            source,
+            roots,
+            workspace=workspace,
+            since=start,
+            dry_run=dry_run,
+            console=err,
+        )
+    except ValueError as e:
+        err.print(f"import stopped: {e}")
+        raise typer.Exit(1) from None
+    Console().print(_summary_table(summary, dry_run))
+    if not dry_run:
+        err.print(
+            f"See it: `usagemeter serve`, open http://{cfg.host}:{cfg.port}/w/{workspace} and"
+            " sign in with a token from `usagemeter token create --email YOU"
+            f" --workspace {workspace} --role owner`."
+        )
+
+
+def _summary_table(s: imports.Summary, dry_run: bool) -> Table:
+    run = s.run
+    title = f"{s.source.label} → workspace {s.workspace}" + (
+        " (dry run: nothing written)" if dry_run else ""
+    )
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("files read", f"{run.files:,}")
+    table.add_row("files unchanged since the last import", f"{s.files_unchanged:,}")
+    table.add_row("lines read", f"{run.lines:,}")
+    table.add_row("usage records kept", f"{len(run.records):,}")
+    table.add_row("  new", f"{s.new:,}")
+    table.add_row("  grown since the last import", f"{s.grown:,}")
+    table.add_row("  sessions a daemon reported (not written)", f"{s.reported_by_daemon:,}")
+    table.add_row("duplicates dropped", f"{sum(run.duplicates.values()):,}")
+    for reason, n in sorted(run.duplicates.items()):
+        table.add_row(f"  {reason}", f"{n:,}")
+    table.add_row("lines skipped", f"{sum(run.skipped.values()):,}")
+    for reason, n in sorted(run.skipped.items()):
+        table.add_row(f"  {reason}", f"{n:,}")
+    table.add_row("tokens imported", f"{s.tokens:,}")
+    table.add_row("cost imported (USD)", f"{s.cost:,.4f}")
+    if s.unpriced_tokens:
+        table.add_row("  tokens with no price", f"{s.unpriced_tokens:,}")
+    return table
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ SCHEMA = (
     "tick",
     "reports",
     "activity",
+    "imports",
     "health",
 )
 

@@ -90,29 +90,53 @@ async def list_tasks(
     return await many(conn, Q.list_tasks, params)
 
 
-class FailBody(BaseModel):
-    """Why the task failed, as the daemon classified it (optional; the body too). Today's
-    Multica daemon also sends `error`, `session_id` and more, which are not kept."""
+class EndBody(BaseModel):
+    """The agent CLI's session the task ran in (optional; the body too), as today's Multica
+    daemon sends it: the usage of that session is then counted from the daemon's reports
+    only, and its imported records are deleted (docs/import.md). Other fields the daemon
+    sends (`output`, `work_dir`, ...) are not kept."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
+    session_id: Name | None = None
+
+
+class FailBody(EndBody):
+    """Also why the task failed, as the daemon classified it (optional)."""
+
     failure_reason: Name | None = None
 
 
 async def _transition(
-    conn: AConn, caller: Caller, task_id: str, status: str, failure_reason: str | None = None
+    conn: AConn,
+    caller: Caller,
+    task_id: str,
+    status: str,
+    body: EndBody | None = None,
 ) -> Any:
     tid = parse_uuid(task_id, "task_id")
-    await task_for_caller(conn, caller, tid)
+    task = await task_for_caller(conn, caller, tid)
+    session_id = body.session_id if body else None
     params = {
         "id": tid,
         "status": status,
         "from": TRANSITIONS[status],
-        "failure_reason": failure_reason,
+        "failure_reason": getattr(body, "failure_reason", None),
+        "session_id": session_id,
+        "workspace_id": task["workspace_id"],
     }
-    if await one(conn, Q.transition_task, params) is None:
-        task = await _get(conn, tid)
-        raise ApiError(409, f"task is {task['status'] if task else 'gone'}")
+    async with conn.transaction():
+        if session_id:
+            await conn.execute(Q.lock_imports, params)
+        if await one(conn, Q.transition_task, params) is None:
+            task = await _get(conn, tid)
+            raise ApiError(409, f"task is {task['status'] if task else 'gone'}")
+        if session_id:
+            await conn.execute(Q.drop_imported_session, params)
     return await _get(conn, tid)
+
+
+async def _body(request: Request, model: type[EndBody]) -> EndBody:
+    return await parse_model(request, model) if await request.body() else model()
 
 
 async def start_task(task_id: str, caller: CallerDep, conn: Conn) -> Any:
@@ -120,12 +144,12 @@ async def start_task(task_id: str, caller: CallerDep, conn: Conn) -> Any:
     return await _transition(conn, caller, task_id, "running")
 
 
-async def complete_task(task_id: str, caller: CallerDep, conn: Conn) -> Any:
-    """running -> completed."""
-    return await _transition(conn, caller, task_id, "completed")
+async def complete_task(task_id: str, request: Request, caller: CallerDep, conn: Conn) -> Any:
+    """running -> completed, with the `session_id` the body may give."""
+    return await _transition(conn, caller, task_id, "completed", await _body(request, EndBody))
 
 
 async def fail_task(task_id: str, request: Request, caller: CallerDep, conn: Conn) -> Any:
-    """queued/dispatched/running -> failed, with the `failure_reason` the body may give."""
-    body = await parse_model(request, FailBody) if await request.body() else FailBody()
-    return await _transition(conn, caller, task_id, "failed", body.failure_reason)
+    """queued/dispatched/running -> failed, with the `failure_reason` and `session_id` the body
+    may give."""
+    return await _transition(conn, caller, task_id, "failed", await _body(request, FailBody))

@@ -19,7 +19,7 @@ RETURNING id;
 -- name: get_task
 SELECT t.id, t.agent_id, t.runtime_id, t.issue_id, t.status,
        rfc3339(t.started_at) AS started_at, rfc3339(t.completed_at) AS completed_at,
-       rfc3339(t.created_at) AS created_at, t.failure_reason
+       rfc3339(t.created_at) AS created_at, t.failure_reason, t.session_id, t.source
 FROM agent_task_queue t
 WHERE t.id = %(id)s;
 
@@ -27,7 +27,7 @@ WHERE t.id = %(id)s;
 -- The workspace's tasks, newest first.
 SELECT t.id, t.agent_id, t.runtime_id, t.issue_id, t.status,
        rfc3339(t.started_at) AS started_at, rfc3339(t.completed_at) AS completed_at,
-       rfc3339(t.created_at) AS created_at, t.failure_reason
+       rfc3339(t.created_at) AS created_at, t.failure_reason, t.session_id, t.source
 FROM agent_task_queue t
 JOIN agent a ON a.id = t.agent_id
 WHERE a.workspace_id = %(workspace_id)s
@@ -42,6 +42,18 @@ SET status = %(status)s,
     started_at = CASE WHEN %(status)s = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
     completed_at = CASE WHEN %(status)s IN ('completed', 'failed', 'cancelled') THEN now()
                         ELSE completed_at END,
-    failure_reason = %(failure_reason)s
+    failure_reason = %(failure_reason)s,
+    session_id = coalesce(%(session_id)s, session_id)
 WHERE id = %(id)s AND status = ANY(%(from)s)
 RETURNING id;
+
+-- name: lock_imports
+-- Waits for the imports into the workspace writing now (imports.sql: lock_workspace).
+SELECT pg_advisory_xact_lock(import_lock(%(workspace_id)s));
+
+-- name: drop_imported_session
+-- A session a daemon reports is counted from its reports only (imports.sql: drop_reported).
+DELETE FROM agent_task_queue t
+USING agent a
+WHERE a.id = t.agent_id AND a.workspace_id = %(workspace_id)s
+  AND t.session_id = %(session_id)s AND t.source IS NOT NULL;

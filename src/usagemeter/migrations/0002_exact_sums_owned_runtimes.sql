@@ -1030,3 +1030,39 @@ CREATE INDEX idx_project_workspace_id ON project (workspace_id);
 ALTER TABLE issue ADD COLUMN project_id uuid NULL REFERENCES project (id) ON DELETE SET NULL;
 
 CREATE INDEX idx_issue_project_id ON issue (project_id);
+
+-- Log import: tasks carry their agent CLI's session and, when imported, their source; usage
+-- keeps its hour-long cache writes apart; the files imported are remembered.
+ALTER TABLE agent_task_queue
+    ADD COLUMN session_id text NULL,
+    ADD COLUMN source text NULL CHECK (source IN ('import:claude-code', 'import:codex'));
+
+CREATE INDEX idx_agent_task_queue_session_id ON agent_task_queue (session_id)
+    WHERE session_id IS NOT NULL;
+
+-- Imported tasks have no issue, and no query looks for tasks without one.
+DROP INDEX idx_agent_task_queue_issue_id;
+CREATE INDEX idx_agent_task_queue_issue_id ON agent_task_queue (issue_id)
+    WHERE issue_id IS NOT NULL;
+
+ALTER TABLE task_usage ADD COLUMN cache_write_1h_tokens bigint NOT NULL DEFAULT 0
+    CHECK (cache_write_1h_tokens BETWEEN 0 AND cache_write_tokens);
+
+CREATE TABLE import_file (
+    workspace_id uuid NOT NULL REFERENCES workspace (id) ON DELETE CASCADE,
+    source       text NOT NULL CHECK (source IN ('import:claude-code', 'import:codex')),
+    path         text NOT NULL,
+    size         bigint NOT NULL,
+    mtime_ns     bigint NOT NULL,
+    imported_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (workspace_id, source, path)
+);
+
+-- The advisory lock that imports into a workspace share and a daemon naming a session of it
+-- takes alone, so that a session is never counted both from a daemon's reports and from its
+-- log (docs/import.md).
+CREATE FUNCTION import_lock(p_workspace_id uuid)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT hashtextextended('usagemeter import ' || p_workspace_id, 0)
+$$;

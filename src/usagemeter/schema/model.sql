@@ -111,14 +111,24 @@ CREATE TABLE agent_task_queue (
     completed_at timestamptz NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
     -- Why a failed task failed, as the daemon classified it ('' or NULL: nobody did).
-    failure_reason text NULL
+    failure_reason text NULL,
+    -- The agent CLI's session the task ran in: a daemon reports it when the task ends, an
+    -- imported task carries its log's (docs/import.md).
+    session_id   text NULL,
+    -- Where an imported task came from; NULL: a daemon or the API.
+    source       text NULL CHECK (source IN ('import:claude-code', 'import:codex'))
 );
 
 CREATE INDEX idx_agent_task_queue_agent_id ON agent_task_queue (agent_id);
 
 CREATE INDEX idx_agent_task_queue_runtime_id_started_at ON agent_task_queue (runtime_id, started_at);
 
-CREATE INDEX idx_agent_task_queue_issue_id ON agent_task_queue (issue_id);
+-- Partial: tasks without an issue (every imported one) are never looked up by it.
+CREATE INDEX idx_agent_task_queue_issue_id ON agent_task_queue (issue_id)
+    WHERE issue_id IS NOT NULL;
+
+CREATE INDEX idx_agent_task_queue_session_id ON agent_task_queue (session_id)
+    WHERE session_id IS NOT NULL;
 
 CREATE TABLE task_usage (
     id                 uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -140,6 +150,10 @@ CREATE TABLE task_usage (
     workspace_id       uuid NOT NULL,
     runtime_id         uuid NOT NULL,
     agent_id           uuid NOT NULL,
+    -- Of cache_write_tokens, those cached for an hour (Anthropic prices them apart from
+    -- 5-minute writes); 0 where not known. Kept so that they can be priced exactly.
+    cache_write_1h_tokens bigint NOT NULL DEFAULT 0
+        CHECK (cache_write_1h_tokens BETWEEN 0 AND cache_write_tokens),
     -- model before provider: the rows of a (task, model) pair are read by it (the
     -- task-count correction of reports and its sync), whatever a task's size.
     UNIQUE (task_id, model, provider)
