@@ -18,8 +18,10 @@ from typer.testing import CliRunner
 
 from tests.conftest import World, auth, ok
 from tests.logfiles import (
+    claude_history,
     claude_line,
     claude_user_line,
+    codex_history,
     codex_meta,
     codex_tokens,
     codex_turn,
@@ -39,27 +41,29 @@ def run(
     *paths: Path,
     dry_run: bool = False,
     since: datetime | None = None,
+    workspace: str = "personal",
 ) -> imports.Summary:
     return imports.run_import(
         db.info.dsn,
         source,
         list(paths),
-        workspace="personal",
+        workspace=workspace,
         since=since,
         dry_run=dry_run,
         console=Console(file=io.StringIO()),
     )
 
 
-def rows(db: psycopg.Connection[Row]) -> list[dict[str, Any]]:
+def rows(db: psycopg.Connection[Row], workspace: str = "personal") -> list[dict[str, Any]]:
     """The workspace's usage rows, oldest first."""
     return db.execute(
         "SELECT u.model, u.input_tokens AS i, u.output_tokens AS o, u.cache_read_tokens AS r,"
         " u.cache_write_tokens AS w, u.cache_write_1h_tokens AS h, u.created_at AS at,"
         " t.session_id, t.source, t.started_at"
         " FROM task_usage u JOIN agent_task_queue t ON t.id = u.task_id"
-        " JOIN workspace ws ON ws.id = u.workspace_id WHERE ws.slug = 'personal'"
-        " ORDER BY u.created_at, u.model, u.output_tokens"
+        " JOIN workspace ws ON ws.id = u.workspace_id WHERE ws.slug = %s"
+        " ORDER BY u.created_at, u.model, u.output_tokens, u.input_tokens",
+        (workspace,),
     ).fetchall()
 
 
@@ -427,6 +431,33 @@ def test_a_daemon_naming_a_session_later_replaces_its_imported_usage(
         ("sess-d", None),
     ]
     assert sum(r["i"] for r in rows(db)) == 10 + 7
+
+
+@pytest.mark.parametrize("source", [imports.CLAUDE_CODE, imports.CODEX])
+def test_reading_and_writing_side_by_side_gives_what_one_at_a_time_gives(
+    db: psycopg.Connection[Row],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    source: imports.Source,
+) -> None:
+    make = claude_history if source is imports.CLAUDE_CODE else codex_history
+    make(tmp_path, 3000, seed=3)
+    monkeypatch.setattr(imports, "WORKERS", 1)
+    alone = run(db, source, tmp_path, workspace="alone")
+    monkeypatch.setattr(imports, "WORKERS", 2)
+    monkeypatch.setattr(imports, "PARSE_BATCH", 20_000)  # many files per worker
+    monkeypatch.setattr(imports, "CHUNK", 97)  # many chunks per writer
+    both = run(db, source, tmp_path, workspace="both")
+
+    def seen(s: imports.Summary) -> tuple[Any, ...]:
+        r = s.run
+        return (r.files, r.lines, len(r.records), r.duplicates, r.skipped, s.new, s.tokens, s.cost)
+
+    assert seen(both) == seen(alone) and alone.new > 500
+    drop = ("session_id", "source", "started_at")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in rows(db, "both")] == [
+        {k: v for k, v in r.items() if k not in drop} for r in rows(db, "alone")
+    ]
 
 
 # Reports

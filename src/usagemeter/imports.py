@@ -11,7 +11,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -25,14 +24,19 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from usagemeter import claude_logs, codex_logs
 from usagemeter.db import Row, connect, queries
 from usagemeter.logs import Reader, Record, Run, home_path, jsonl_files, parse
 
 Q = queries(__file__)
-NAMESPACE = uuid.UUID("5a1f8f9e-2f3b-4c55-9a57-1d0c3e0b7a61")
 CHUNK = 10_000  # records per transaction
 PARSE_BATCH = 8 << 20  # bytes of logs a worker reads at a time
 WORKERS = min(4, os.cpu_count() or 1)  # processes reading, connections writing
@@ -130,7 +134,8 @@ def read_logs(summary: Summary, files: list[Path], every: list[Path], progress: 
     with a progress bar over their bytes."""
     source, run = summary.source, summary.run
     sizes = [p.stat().st_size for p in files]
-    bar = progress.add_task(f"{source.label}: reading {len(files):,} files", total=sum(sizes))
+    what = f"{source.label}: reading {len(files):,} files, {sum(sizes) / 1e6:,.1f} MB"
+    bar = progress.add_task(what, total=sum(sizes))
     # Forks are told by the first line of every log, read or not.
     parents = dict(filter(None, map(codex_logs.parent_of, every))) if source is CODEX else {}
     work = list(batches(files, sizes, PARSE_BATCH))
@@ -198,7 +203,7 @@ def _import(
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        DownloadColumn(),
+        TaskProgressColumn(),
         TimeRemainingColumn(),
         console=console,
         transient=True,
@@ -220,7 +225,9 @@ def _import(
         records = sorted(run.records.values(), key=lambda r: r.at)
         agents = _agents(conn, wid, row["id"], source, host, {r.project for r in records})
         params = {"workspace_id": wid, "runtime_id": row["id"], "source": source.tag}
-        bar = progress.add_task(f"{source.label}: writing", total=len(records))
+        bar = progress.add_task(
+            f"{source.label}: writing {len(records):,} records", total=len(records)
+        )
         writer = Writer(f"{wid}/{source.tag}/", agents, params)
 
         def write(conn: psycopg.Connection[Row], chunks: Iterable[list[Record]]) -> Counter[str]:
