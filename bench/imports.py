@@ -4,10 +4,11 @@
 
 Writes a generated Claude Code history of `--lines` lines and a Codex one of `--codex-lines`
 (tests/logfiles.py; kept in /tmp between runs), then, on a fresh database, times
-`usagemeter import` as a user runs it (a new process: start, read, write, summary). Right
-after the import, before any tick, it times the 30-day workspace report (rollup path, with
-every delta the import queued) against the raw scan, then ticks until the queue is empty,
-timing the report between ticks. Last it imports again (every file unchanged) and once more
+`usagemeter import` as a user runs it (a new process: start, read, write, fold what it
+queued into the rollup, summary), timing the 30-day workspace report every half second
+meanwhile. Right after the import it times that report (rollup path, with whatever is still
+queued) against the raw scan, then ticks until the queue is empty. Last it imports again
+(every file unchanged) and once more
 with the files forgotten (every line read again, nothing new written).
 """
 
@@ -50,24 +51,26 @@ def history(kind: str, lines: int) -> tuple[Path, int, int]:
     return path / "logs", int(done.read_text()), sum(f.stat().st_size for f in files)
 
 
-def cli_import(url: str, kind: str, logs: Path) -> tuple[float, str]:
+def cli_import(url: str, kind: str, logs: Path) -> tuple[float, str, list[float]]:
+    """Run the import as a user does; meanwhile time the 30-day workspace report every half
+    second (once the import has made the workspace). (seconds, its output, report ms)"""
     env = {"DATABASE_URL": url, "PATH": "/usr/bin:/bin", "HOME": "/tmp", "COLUMNS": "100"}
-    t = time.perf_counter()
-    out = subprocess.run(
-        [
-            str(ROOT / ".venv" / "bin" / "usagemeter"),
-            "import",
-            kind,
-            str(logs),
-            "--workspace",
-            "bench",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return time.perf_counter() - t, out.stdout
+    command = [str(ROOT / ".venv" / "bin" / "usagemeter"), "import", kind, str(logs)]
+    samples: list[float] = []
+    with connect(url) as conn:
+        t = time.perf_counter()
+        proc = subprocess.Popen(
+            [*command, "--workspace", "bench"], env=env, stdout=subprocess.PIPE, text=True
+        )
+        while proc.poll() is None:
+            ws = conn.execute("SELECT id FROM workspace WHERE slug = 'bench'").fetchone()
+            if ws:
+                samples.append(report_ms(conn, ws["id"], True, runs=1))
+            time.sleep(0.5)
+        seconds = time.perf_counter() - t
+    out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    return seconds, out, samples
 
 
 def report_ms(conn: Any, wid: Any, rollup_path: bool, runs: int = 5) -> float:
@@ -92,11 +95,16 @@ def one_source(server: str, kind: str, lines: int) -> dict[str, Any]:
         admin.execute(f"CREATE DATABASE {NAME}")
     with connect(url) as conn:
         migrate(conn)
-    seconds, table = cli_import(url, kind, logs)
+    seconds, table, samples = cli_import(url, kind, logs)
     print(table, flush=True)
     r: dict[str, Any] = {"source": kind, "lines": n, "mb": round(size / 1e6, 1)}
     r["import_s"] = round(seconds, 2)
     r["lines_per_s"] = round(n / seconds)
+    r["report_ms_during_import"] = {
+        "samples": len(samples),
+        "median": round(statistics.median(samples), 2) if samples else None,
+        "worst": round(max(samples), 2) if samples else None,
+    }
     with connect(url) as conn:
         conn.execute("ANALYZE")
         wid = conn.execute("SELECT id FROM workspace WHERE slug = 'bench'").fetchone()["id"]
@@ -112,11 +120,11 @@ def one_source(server: str, kind: str, lines: int) -> dict[str, Any]:
         r["converge_s"] = round(time.perf_counter() - t, 2)
         r["report_ms_worst_while_folding"] = round(worst, 2)
         r["report_ms_folded"] = round(report_ms(conn, wid, True), 2)
-    seconds, _ = cli_import(url, kind, logs)
+    seconds, _, _ = cli_import(url, kind, logs)
     r["again_unchanged_s"] = round(seconds, 2)
     with connect(url) as conn:
         conn.execute("DELETE FROM import_file")
-    seconds, table = cli_import(url, kind, logs)
+    seconds, table, _ = cli_import(url, kind, logs)
     assert " new " in table
     r["again_reread_s"] = round(seconds, 2)
     r["again_reread_lines_per_s"] = round(n / seconds)

@@ -32,7 +32,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from usagemeter import claude_logs, codex_logs
+from usagemeter import claude_logs, codex_logs, rollup
 from usagemeter.db import Row, connect, queries
 from usagemeter.logs import Reader, Record, Run, home_path, jsonl_files, parse
 
@@ -246,6 +246,9 @@ def _import(
                 shares = [chunks[i::WORKERS] for i in range(WORKERS)]
                 jobs = [pool.submit(_with_connection, url, write, share) for share in shares]
                 done = sum((job.result() for job in jobs), Counter())
+        if url is not None:
+            progress.add_task(f"{source.label}: folding into the rollup", total=None)
+            fold(conn)
     with conn.transaction():
         for p in changed:
             size, mtime_ns = stamps[p]
@@ -270,6 +273,14 @@ def _import(
 def _with_connection(url: str, write: Callable[..., Counter[str]], share: Any) -> Counter[str]:
     with connect(url) as conn:
         return write(conn, share)
+
+
+def fold(conn: psycopg.Connection[Row]) -> None:
+    """Fold what the import queued before it ends, so that no report reads it (a few seconds
+    for a million lines): tick while ticks find full batches, unless a ticker of a server is
+    on it already."""
+    while (done := rollup.tick(conn)) is not None and done >= rollup.TICK_LIMIT:
+        pass
 
 
 def _stamp(path: Path) -> tuple[int, int]:

@@ -88,8 +88,8 @@ WHERE excluded.created_at < agent_task_queue.created_at;
 
 -- name: write_usage
 -- INVARIANT: a record written again replaces its tokens only with more of them (a response's
--- last line over its placeholder) and its time only with an earlier one, so that every order
--- of reading gives one result. A task holds one record's usage: a record found again under
+-- last line over its placeholder; equal totals in the order of logs.Record.values) and its
+-- time only with an earlier one, so that every order of reading gives one result. A task holds one record's usage: a record found again under
 -- another model (a replay without its turn's context) is not written again.
 -- Answers what changed: records new and grown, tokens, cost (1e-10 USD) and unpriced tokens.
 WITH old AS (
@@ -114,18 +114,20 @@ WITH old AS (
         = (SELECT i, o, r, w, h
            FROM (VALUES (excluded.input_tokens, excluded.output_tokens,
                          excluded.cache_read_tokens, excluded.cache_write_tokens,
-                         excluded.cache_write_1h_tokens, false),
+                         excluded.cache_write_1h_tokens),
                         (task_usage.input_tokens, task_usage.output_tokens,
                          task_usage.cache_read_tokens, task_usage.cache_write_tokens,
-                         task_usage.cache_write_1h_tokens, true)) v(i, o, r, w, h, kept)
-           ORDER BY i + o + r + w DESC, kept DESC
+                         task_usage.cache_write_1h_tokens)) v(i, o, r, w, h)
+           ORDER BY i + o + r + w DESC, o DESC, i DESC, r DESC, h DESC  -- Record.values
            LIMIT 1),
         created_at = least(task_usage.created_at, excluded.created_at),
         updated_at = now()
-    WHERE excluded.input_tokens + excluded.output_tokens + excluded.cache_read_tokens
-          + excluded.cache_write_tokens
-        > task_usage.input_tokens + task_usage.output_tokens + task_usage.cache_read_tokens
-          + task_usage.cache_write_tokens
+    WHERE (excluded.input_tokens + excluded.output_tokens + excluded.cache_read_tokens
+           + excluded.cache_write_tokens, excluded.output_tokens, excluded.input_tokens,
+           excluded.cache_read_tokens, excluded.cache_write_1h_tokens)
+        > (task_usage.input_tokens + task_usage.output_tokens + task_usage.cache_read_tokens
+           + task_usage.cache_write_tokens, task_usage.output_tokens, task_usage.input_tokens,
+           task_usage.cache_read_tokens, task_usage.cache_write_1h_tokens)
        OR excluded.created_at < task_usage.created_at
     RETURNING task_id, provider, model, created_at, input_tokens, output_tokens,
               cache_read_tokens, cache_write_tokens, xmax = 0 AS inserted
