@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,9 @@ class Record:
         return (self.tokens, self.output, self.input, self.cache_read, self.cache_write_1h)
 
 
+_fields = attrgetter(*(f.name for f in fields(Record)))
+
+
 @dataclass
 class Run:
     """The records and counts of one import of one source."""
@@ -87,23 +91,7 @@ class Run:
     def __getstate__(self) -> tuple[Any, ...]:
         # A worker's run crosses to the importing process: records as plain tuples pickle
         # several times faster than as objects.
-        rows = [
-            (
-                r.key,
-                r.at,
-                r.session,
-                r.project,
-                r.provider,
-                r.model,
-                r.input,
-                r.output,
-                r.cache_read,
-                r.cache_write,
-                r.cache_write_1h,
-                r.rank,
-            )
-            for r in self.records.values()
-        ]
+        rows = list(map(_fields, self.records.values()))
         return (self.why, self.since, self.files, self.lines, rows, self.duplicates, self.skipped)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
