@@ -51,12 +51,17 @@ def history(kind: str, lines: int) -> tuple[Path, int, int]:
     return path / "logs", int(done.read_text()), sum(f.stat().st_size for f in files)
 
 
-def cli_import(url: str, kind: str, logs: Path) -> tuple[float, str, list[float]]:
-    """Run the import as a user does; meanwhile time the 30-day workspace report every half
-    second (once the import has made the workspace). (seconds, its output, report ms)"""
+def cli_import(
+    url: str, kind: str, logs: Path, ticker: bool = False
+) -> tuple[float, str, list[float]]:
+    """Run the import as a user does (with `ticker`, beside `usagemeter rollup --loop`, the
+    tick a running server has); meanwhile time the 30-day workspace report every half second
+    (once the import has made the workspace). (seconds, its output, report ms)"""
     env = {"DATABASE_URL": url, "PATH": "/usr/bin:/bin", "HOME": "/tmp", "COLUMNS": "100"}
-    command = [str(ROOT / ".venv" / "bin" / "usagemeter"), "import", kind, str(logs)]
+    usagemeter = str(ROOT / ".venv" / "bin" / "usagemeter")
+    command = [usagemeter, "import", kind, str(logs)]
     samples: list[float] = []
+    beside = subprocess.Popen([usagemeter, "rollup", "--loop"], env=env) if ticker else None
     with connect(url) as conn:
         t = time.perf_counter()
         proc = subprocess.Popen(
@@ -68,6 +73,9 @@ def cli_import(url: str, kind: str, logs: Path) -> tuple[float, str, list[float]
                 samples.append(report_ms(conn, ws["id"], True, runs=1))
             time.sleep(0.5)
         seconds = time.perf_counter() - t
+    if beside:
+        beside.terminate()
+        beside.wait()
     out, _ = proc.communicate()
     assert proc.returncode == 0, out
     return seconds, out, samples
@@ -87,7 +95,7 @@ def queue(conn: Any) -> int:
     return int(conn.execute("SELECT count(*) AS n FROM usage_dirty").fetchone()["n"])
 
 
-def one_source(server: str, kind: str, lines: int) -> dict[str, Any]:
+def one_source(server: str, kind: str, lines: int, ticker: bool) -> dict[str, Any]:
     logs, n, size = history(kind, lines)
     url = make_conninfo(server, dbname=NAME)
     with connect(server) as admin:
@@ -95,9 +103,9 @@ def one_source(server: str, kind: str, lines: int) -> dict[str, Any]:
         admin.execute(f"CREATE DATABASE {NAME}")
     with connect(url) as conn:
         migrate(conn)
-    seconds, table, samples = cli_import(url, kind, logs)
+    seconds, table, samples = cli_import(url, kind, logs, ticker)
     print(table, flush=True)
-    r: dict[str, Any] = {"source": kind, "lines": n, "mb": round(size / 1e6, 1)}
+    r: dict[str, Any] = {"source": kind, "lines": n, "mb": round(size / 1e6, 1), "ticker": ticker}
     r["import_s"] = round(seconds, 2)
     r["lines_per_s"] = round(n / seconds)
     r["report_ms_during_import"] = {
@@ -135,12 +143,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--codex-lines", type=int, default=300_000)
+    parser.add_argument(
+        "--ticker", action="store_true", help="import beside `usagemeter rollup --loop`"
+    )
     args = parser.parse_args()
     results = []
     with postgres() as server:
-        results.append(one_source(server, "claude-code", args.lines))
+        results.append(one_source(server, "claude-code", args.lines, args.ticker))
         if args.codex_lines:
-            results.append(one_source(server, "codex", args.codex_lines))
+            results.append(one_source(server, "codex", args.codex_lines, args.ticker))
     print(json.dumps(results, indent=1))
 
 

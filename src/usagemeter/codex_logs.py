@@ -37,11 +37,10 @@ def why(kept: Record, dropped: Record) -> str:
 
 def parent_of(path: Path) -> tuple[str, str] | None:
     """(session, parent session or '') from the file's first line, its session_meta."""
-    with path.open("rb") as f:
-        first = f.readline()
     try:
-        obj = jiter.from_json(first)
-    except ValueError:
+        with path.open("rb") as f:
+            obj = jiter.from_json(f.readline())
+    except (OSError, ValueError):  # unreadable: counted when it is read
         return None
     payload = obj.get("payload") if isinstance(obj, dict) else None
     if not isinstance(obj, dict) or obj.get("type") != "session_meta":

@@ -129,11 +129,12 @@ def batches(files: list[Path], sizes: list[int], size: int) -> Iterator[tuple[li
         yield batch, total
 
 
-def read_logs(summary: Summary, files: list[Path], every: list[Path], progress: Progress) -> None:
-    """Read the files into the summary's run, in worker processes when there is much to read,
-    with a progress bar over their bytes."""
+def read_logs(
+    summary: Summary, files: list[Path], sizes: list[int], every: list[Path], progress: Progress
+) -> None:
+    """Read the files (of these sizes) into the summary's run, in worker processes when there
+    is much to read, with a progress bar over their bytes."""
     source, run = summary.source, summary.run
-    sizes = [p.stat().st_size for p in files]
     what = f"{source.label}: reading {len(files):,} files, {sum(sizes) / 1e6:,.1f} MB"
     bar = progress.add_task(what, total=sum(sizes))
     # Forks are told by the first line of every log, read or not.
@@ -197,7 +198,8 @@ def _import(
         r["path"]: (r["size"], r["mtime_ns"])
         for r in conn.execute(Q.files_imported, {"workspace_id": wid, "source": source.tag})
     }
-    stamps = {p: _stamp(p) for p in every}
+    stamps = {p: stamp for p in every if (stamp := _stamp(p))}
+    every = list(stamps)  # less any file gone since it was listed
     changed = [p for p in every if known.get(str(p)) != stamps[p]]
     summary.files_unchanged = len(every) - len(changed)
     with Progress(
@@ -208,7 +210,7 @@ def _import(
         console=console,
         transient=True,
     ) as progress:
-        read_logs(summary, changed, every, progress)
+        read_logs(summary, changed, [stamps[p][0] for p in changed], every, progress)
         row = conn.execute(
             Q.runtime,
             {
@@ -283,8 +285,11 @@ def fold(conn: psycopg.Connection[Row]) -> None:
         pass
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    st = path.stat()
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
     return st.st_size, st.st_mtime_ns
 
 
