@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -207,9 +208,11 @@ def test_malformed_lines_are_skipped_and_counted_never_fatal(
             good,
         ],
     )
+    write(tmp_path / "p" / os.fsdecode(b"\xff.jsonl"), [claude_line("msg_9", T0)])
     s = run(db, imports.CLAUDE_CODE, tmp_path)
     assert tokens(db) == [(1, 2, 3, 4)]
     assert s.run.skipped == {
+        "file path not UTF-8": 1,
         "not a JSON object": 3,
         "token count not a whole number": 1,
         "no valid timestamp": 1,

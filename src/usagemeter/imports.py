@@ -171,10 +171,10 @@ def run_import(
     summary = Summary(source, Run(why=source.why, since=since), workspace=workspace)
     with connect(url) as conn:
         if not dry_run:
-            _import(conn, summary, jsonl_files(paths), console, url)
+            _import(conn, summary, jsonl_files(paths, summary.run), console, url)
             return summary
         with conn.transaction(force_rollback=True):
-            _import(conn, summary, jsonl_files(paths), console, None)
+            _import(conn, summary, jsonl_files(paths, summary.run), console, None)
     return summary
 
 

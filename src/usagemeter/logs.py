@@ -182,15 +182,27 @@ def lines(path: Path, run: Run) -> list[bytes]:
     return found
 
 
-def jsonl_files(roots: Iterable[Path]) -> list[Path]:
-    """Every .jsonl file under the roots (a root may be a file), sorted, each once."""
+def jsonl_files(roots: Iterable[Path], run: Run) -> list[Path]:
+    """Every .jsonl file under the roots (a root may be a file), sorted, each once; a path
+    that is not UTF-8 (the database keeps text) is counted as skipped."""
     found: set[Path] = set()
     for root in roots:
         if root.is_file():
             found.add(root.resolve())
         elif root.is_dir():
             found.update(p.resolve() for p in root.rglob("*.jsonl") if p.is_file())
-    return sorted(found)
+    named = [p for p in found if str(p).isascii() or _utf8(str(p))]
+    if len(named) < len(found):
+        run.skipped["file path not UTF-8"] += len(found) - len(named)
+    return sorted(named)
+
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def home_path(path: str) -> str:
