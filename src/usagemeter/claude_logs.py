@@ -81,7 +81,7 @@ def read(path: Path, run: Run, parents: dict[str, str]) -> None:
         elif at is None:
             skipped["no valid timestamp"] += 1
         elif tokens is None or hour is None:
-            skipped["token count not a whole number"] += 1
+            skipped["token count not a whole number up to 10^12"] += 1
         else:
             session = text(obj.get("sessionId")) or file_session
             # A message id is unique to its response; behind some proxies there is no
