@@ -9,6 +9,7 @@ response once are in docs/import.md.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from usagemeter.logs import (
@@ -28,6 +29,14 @@ PROVIDER = "anthropic"
 # input_tokens counts neither cache reads nor cache writes.
 USAGE = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 SYNTHETIC = "<synthetic>"  # a message Claude Code made up itself: no request, no billing
+
+
+def roots() -> list[Path]:
+    """The projects/ directory of each directory in CLAUDE_CONFIG_DIR (comma-separated), by
+    default of ~/.claude and ~/.config/claude."""
+    dirs = [d.strip() for d in os.environ.get("CLAUDE_CONFIG_DIR", "").split(",") if d.strip()]
+    bases = dirs or ["~/.claude", "~/.config/claude"]
+    return [Path(b).expanduser() / "projects" for b in bases]
 
 
 def why(kept: Record, dropped: Record) -> str:

@@ -10,6 +10,7 @@ count each request once are in docs/import.md.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,12 @@ ZERO: Counters = (0, 0, 0, 0)
 
 def _counters(value: object) -> Counters | None:
     return counts(value, COUNTERS)
+
+
+def roots() -> list[Path]:
+    """sessions/ and archived_sessions/ of CODEX_HOME, by default ~/.codex."""
+    home = Path(os.environ.get("CODEX_HOME") or "~/.codex").expanduser()
+    return [home / "sessions", home / "archived_sessions"]
 
 
 def why(kept: Record, dropped: Record) -> str:

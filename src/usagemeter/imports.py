@@ -51,26 +51,30 @@ class Source:
     runtime_provider: str  # agent_runtime.provider: the agent CLI
     read: Reader
     why: Callable[[Record, Record], str]  # why a duplicate was dropped
-
-    def roots(self) -> list[Path]:
-        """Where the agent CLI keeps its logs by default."""
-        if self is CLAUDE_CODE:
-            env = os.environ.get("CLAUDE_CONFIG_DIR", "")
-            dirs = [d.strip() for d in env.split(",") if d.strip()]
-            bases = [Path(d).expanduser() for d in dirs] or [
-                Path("~/.claude").expanduser(),
-                Path("~/.config/claude").expanduser(),
-            ]
-            return [b / "projects" for b in bases]
-        home = Path(os.environ.get("CODEX_HOME") or "~/.codex").expanduser()
-        return [home / "sessions", home / "archived_sessions"]
+    roots: Callable[[], list[Path]]  # where the agent CLI keeps its logs by default
+    # (session, parent session) from a log's first line, for CLIs whose sessions fork
+    parent_of: Callable[[Path], tuple[str, str] | None] | None = None
 
 
 CLAUDE_CODE = Source(
-    "claude-code", claude_logs.SOURCE, "Claude Code", "claude", claude_logs.read, claude_logs.why
+    "claude-code",
+    claude_logs.SOURCE,
+    "Claude Code",
+    "claude",
+    claude_logs.read,
+    claude_logs.why,
+    claude_logs.roots,
 )
-CODEX = Source("codex", codex_logs.SOURCE, "Codex", "codex", codex_logs.read, codex_logs.why)
-SOURCES = {s.name: s for s in (CLAUDE_CODE, CODEX)}
+CODEX = Source(
+    "codex",
+    codex_logs.SOURCE,
+    "Codex",
+    "codex",
+    codex_logs.read,
+    codex_logs.why,
+    codex_logs.roots,
+    codex_logs.parent_of,
+)
 
 
 @dataclass
@@ -138,7 +142,7 @@ def read_logs(
     what = f"{source.label}: reading {len(files):,} files, {sum(sizes) / 1e6:,.1f} MB"
     bar = progress.add_task(what, total=sum(sizes))
     # Forks are told by the first line of every log, read or not.
-    parents = dict(filter(None, map(codex_logs.parent_of, every))) if source is CODEX else {}
+    parents = dict(filter(None, map(source.parent_of, every))) if source.parent_of else {}
     work = list(batches(files, sizes, PARSE_BATCH))
     if len(work) < 2 or WORKERS < 2:
         for batch, n in work:
@@ -250,7 +254,7 @@ def _import(
                 done = sum((job.result() for job in jobs), Counter())
         if url is not None:
             progress.add_task(f"{source.label}: folding into the rollup", total=None)
-            fold(conn)
+            rollup.catch_up(conn)  # no report reads the import's deltas after it
     with conn.transaction():
         for p in changed:
             size, mtime_ns = stamps[p]
@@ -275,14 +279,6 @@ def _import(
 def _with_connection(url: str, write: Callable[..., Counter[str]], share: Any) -> Counter[str]:
     with connect(url) as conn:
         return write(conn, share)
-
-
-def fold(conn: psycopg.Connection[Row]) -> None:
-    """Fold what the import queued before it ends, so that no report reads it (a few seconds
-    for a million lines): tick while ticks find full batches, unless a ticker of a server is
-    on it already."""
-    while (done := rollup.tick(conn)) is not None and done >= rollup.TICK_LIMIT:
-        pass
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

@@ -49,6 +49,13 @@ def drain(conn: psycopg.Connection[Row], limit: int = TICK_LIMIT) -> int:
             return total
 
 
+def catch_up(conn: psycopg.Connection[Row]) -> None:
+    """Tick while ticks find a full batch of work (a backlog), as the ticker does, unless
+    another tick holds the rollup: bounded where drain() is not (new writes keep a queue)."""
+    while (done := tick(conn)) is not None and done >= TICK_LIMIT:
+        pass
+
+
 class Vacuum:
     """When the ticker should vacuum the queue: VACUUM_AFTER changes folded and a second
     passed since it last did."""

@@ -292,14 +292,9 @@ SELECT t.agent_id,
        count(*) AS task_count,
        count(*) FILTER (WHERE t.status = 'failed') AS failed_count,
        count(*) FILTER (WHERE t.status = 'cancelled') AS cancelled_count
-FROM agent_task_queue t
-JOIN agent a ON a.id = t.agent_id
-WHERE a.workspace_id = %(workspace_id)s
-  AND t.status IN ('completed', 'failed', 'cancelled')
-  AND t.started_at IS NOT NULL
-  AND t.completed_at >= usage_since(now(), %(tz)s, %(days)s - 1)
-  AND (%(project_id)s::uuid IS NULL
-       OR t.issue_id IN (SELECT i.id FROM issue i WHERE i.project_id = %(project_id)s))
+FROM ended_tasks(%(workspace_id)s, usage_since(now(), %(tz)s, %(days)s - 1),
+                 %(project_id)s) t
+WHERE t.started_at IS NOT NULL
 GROUP BY t.agent_id
 ORDER BY total_seconds DESC, t.agent_id;
 
@@ -311,14 +306,8 @@ SELECT (t.completed_at AT TIME ZONE %(tz)s)::date AS date,
        count(*) AS task_count,
        count(*) FILTER (WHERE t.status = 'failed') AS failed_count,
        count(*) FILTER (WHERE t.status = 'cancelled') AS cancelled_count
-FROM agent_task_queue t
-JOIN agent a ON a.id = t.agent_id
-WHERE a.workspace_id = %(workspace_id)s
-  AND t.status IN ('completed', 'failed', 'cancelled')
-  AND t.started_at IS NOT NULL
-  AND t.completed_at >= usage_since(now(), %(tz)s, %(days)s)
-  AND (%(project_id)s::uuid IS NULL
-       OR t.issue_id IN (SELECT i.id FROM issue i WHERE i.project_id = %(project_id)s))
+FROM ended_tasks(%(workspace_id)s, usage_since(now(), %(tz)s, %(days)s), %(project_id)s) t
+WHERE t.started_at IS NOT NULL
 GROUP BY 1
 ORDER BY 1 DESC;
 
@@ -331,13 +320,9 @@ FROM (SELECT (t.completed_at AT TIME ZONE %(tz)s)::date AS date,
              CASE WHEN t.status = 'failed'
                   THEN coalesce(nullif(t.failure_reason, ''), 'unclassified')
                   ELSE '' END AS failure_reason
-      FROM agent_task_queue t
-      JOIN agent a ON a.id = t.agent_id
-      WHERE a.workspace_id = %(workspace_id)s
-        AND t.status IN ('completed', 'failed')
-        AND t.completed_at >= usage_since(now(), %(tz)s, %(days)s)
-        AND (%(project_id)s::uuid IS NULL
-             OR t.issue_id IN (SELECT i.id FROM issue i WHERE i.project_id = %(project_id)s))) f
+      FROM ended_tasks(%(workspace_id)s, usage_since(now(), %(tz)s, %(days)s),
+                       %(project_id)s) t
+      WHERE t.status IN ('completed', 'failed')) f
 GROUP BY f.date, f.failure_reason
 ORDER BY f.date DESC, f.failure_reason COLLATE "C";
 
@@ -348,12 +333,8 @@ FROM (SELECT t.agent_id,
              CASE WHEN t.status = 'failed'
                   THEN coalesce(nullif(t.failure_reason, ''), 'unclassified')
                   ELSE '' END AS failure_reason
-      FROM agent_task_queue t
-      JOIN agent a ON a.id = t.agent_id
-      WHERE a.workspace_id = %(workspace_id)s
-        AND t.status IN ('completed', 'failed')
-        AND t.completed_at >= usage_since(now(), %(tz)s, %(days)s - 1)
-        AND (%(project_id)s::uuid IS NULL
-             OR t.issue_id IN (SELECT i.id FROM issue i WHERE i.project_id = %(project_id)s))) f
+      FROM ended_tasks(%(workspace_id)s, usage_since(now(), %(tz)s, %(days)s - 1),
+                       %(project_id)s) t
+      WHERE t.status IN ('completed', 'failed')) f
 GROUP BY f.agent_id, f.failure_reason
 ORDER BY f.agent_id, f.failure_reason COLLATE "C";

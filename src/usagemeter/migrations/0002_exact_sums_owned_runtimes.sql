@@ -1031,6 +1031,22 @@ ALTER TABLE issue ADD COLUMN project_id uuid NULL REFERENCES project (id) ON DEL
 
 CREATE INDEX idx_issue_project_id ON issue (project_id);
 
+-- The tasks of a workspace (of one project's issues, when given) that ended (completed,
+-- failed or cancelled) from p_since on: what today's Multica dashboard counts run time and
+-- failures of.
+CREATE FUNCTION ended_tasks(p_workspace_id uuid, p_since timestamptz, p_project_id uuid)
+RETURNS SETOF agent_task_queue
+LANGUAGE sql STABLE AS $$
+    SELECT t.*
+    FROM agent_task_queue t
+    JOIN agent a ON a.id = t.agent_id
+    WHERE a.workspace_id = p_workspace_id
+      AND t.status IN ('completed', 'failed', 'cancelled')
+      AND t.completed_at >= p_since
+      AND (p_project_id IS NULL
+           OR t.issue_id IN (SELECT i.id FROM issue i WHERE i.project_id = p_project_id))
+$$;
+
 -- Log import: tasks carry their agent CLI's session and, when imported, their source; usage
 -- keeps its hour-long cache writes apart; the files imported are remembered.
 ALTER TABLE agent_task_queue

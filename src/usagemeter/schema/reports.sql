@@ -427,3 +427,19 @@ LANGUAGE sql STABLE AS $$
     LEFT JOIN usage_report(usage_since(now(), p_tz, 14), p_tz, p_runtime_id => p_runtime_id,
                            p_by_date => true, p_rollup => p_rollup) u ON u.date < d.today
 $$;
+
+-- The tasks of a workspace (of one project's issues, when given) that ended (completed,
+-- failed or cancelled) from p_since on: what today's Multica dashboard counts run time and
+-- failures of.
+CREATE FUNCTION ended_tasks(p_workspace_id uuid, p_since timestamptz, p_project_id uuid)
+RETURNS SETOF agent_task_queue
+LANGUAGE sql STABLE AS $$
+    SELECT t.*
+    FROM agent_task_queue t
+    JOIN agent a ON a.id = t.agent_id
+    WHERE a.workspace_id = p_workspace_id
+      AND t.status IN ('completed', 'failed', 'cancelled')
+      AND t.completed_at >= p_since
+      AND (p_project_id IS NULL
+           OR t.issue_id IN (SELECT i.id FROM issue i WHERE i.project_id = p_project_id))
+$$;
