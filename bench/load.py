@@ -48,13 +48,19 @@ class Client:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: str = ""
+    ) -> tuple[int, bytes]:
+        """`headers`: more header lines (each ending in CRLF); the body's type is JSON unless
+        they say otherwise."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         assert self.reader is not None
+        if "content-type:" not in headers.lower():
+            headers += "Content-Type: application/json\r\n"
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {self.token}\r\n"
-            f"X-Workspace-Slug: demo\r\nContent-Type: application/json\r\n"
+            f"X-Workspace-Slug: demo\r\n{headers}"
             f"Content-Length: {len(body)}\r\n\r\n"
         )
         self.writer.write(head.encode() + body)

@@ -417,7 +417,7 @@ def test_a_session_a_daemon_reported_is_not_imported(
     )
     s = run(db, imports.CLAUDE_CODE, tmp_path)
     assert [r["session_id"] for r in rows(db)] == ["sess-x"]
-    assert s.reported_by_daemon == 1
+    assert s.reported_live == 1
 
 
 def test_a_daemon_naming_a_session_later_replaces_its_imported_usage(

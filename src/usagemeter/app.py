@@ -23,6 +23,7 @@ from usagemeter import (
     ingest,
     issues,
     metrics,
+    otlp,
     pages,
     pricing,
     runtimes,
@@ -148,6 +149,14 @@ PAGES: list[Route] = [
 ]
 
 
+# OpenTelemetry's OTLP/HTTP (docs/otlp.md): its own protocol and error bodies, so not in the
+# API's description.
+OTLP: list[Route] = [
+    Route("POST", "/v1/logs", otlp.export_logs),
+    Route("POST", "/v1/metrics", otlp.export_metrics),
+]
+
+
 STATIC = Path(__file__).with_name("static")
 
 
@@ -206,6 +215,10 @@ def create_app(cfg: Config, database_url: str) -> FastAPI:
             retrying(route.handler),
             methods=[route.method],
             summary=_summary(route.handler),
+        )
+    for route in OTLP:
+        app.add_api_route(
+            route.path, retrying(route.handler), methods=[route.method], include_in_schema=False
         )
     for route in PAGES:
         app.add_api_route(

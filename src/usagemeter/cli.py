@@ -528,7 +528,7 @@ def _summary_table(s: imports.Summary, dry_run: bool) -> Table:
     table.add_row("usage records kept", f"{len(run.records):,}")
     table.add_row("  new", f"{s.new:,}")
     table.add_row("  grown since the last import", f"{s.grown:,}")
-    table.add_row("  sessions a daemon reported (not written)", f"{s.reported_by_daemon:,}")
+    table.add_row("  sessions counted live (not written)", f"{s.reported_live:,}")
     table.add_row("duplicates dropped", f"{sum(run.duplicates.values()):,}")
     for reason, n in sorted(run.duplicates.items()):
         table.add_row(f"  {reason}", f"{n:,}")

@@ -110,5 +110,5 @@ class Compressed:
         self.gzip = GZipMiddleware(app, minimum_size=1024)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        api = scope["type"] != "http" or scope["path"].startswith(("/api/", "/metrics"))
+        api = scope["type"] != "http" or scope["path"].startswith(("/api/", "/metrics", "/v1/"))
         await (self.app if api else self.gzip)(scope, receive, send)

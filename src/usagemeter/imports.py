@@ -32,7 +32,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from usagemeter import claude_logs, codex_logs, rollup
+from usagemeter import claude_logs, codex_logs, records, rollup
 from usagemeter.db import Row, connect, queries
 from usagemeter.logs import Reader, Record, Run, home_path, jsonl_files, parse
 
@@ -84,7 +84,7 @@ class Summary:
     source: Source
     run: Run
     files_unchanged: int = 0
-    reported_by_daemon: int = 0
+    reported_live: int = 0  # records of sessions a daemon or OpenTelemetry counts
     new: int = 0
     grown: int = 0
     tokens: int = 0
@@ -107,16 +107,6 @@ def machine_zone() -> str:
             continue
         return name
     return "UTC"
-
-
-def agent_name(project: str, source: Source, host: str) -> str:
-    """An agent per project directory, agent CLI and machine, in at most 200 characters."""
-    suffix = f" ({source.name}, {host})"
-    path = home_path(project)
-    room = 200 - len(suffix)
-    if len(path) > room:
-        path = "…" + path[-(room - 1) :]
-    return path + suffix
 
 
 def batches(files: list[Path], sizes: list[int], size: int) -> Iterator[tuple[list[Path], int]]:
@@ -215,26 +205,24 @@ def _import(
         transient=True,
     ) as progress:
         read_logs(summary, changed, [stamps[p][0] for p in changed], every, progress)
-        row = conn.execute(
-            Q.runtime,
+        rid = _made(
+            conn,
+            records.Q.runtime,
             {
                 "workspace_id": wid,
-                "daemon_id": f"import:{host}",
+                "daemon_id": f"host:{host}",
                 "name": host,
                 "provider": source.runtime_provider,
                 "device_info": f"{source.label} logs",
                 "source": source.tag,
                 "timezone": machine_zone(),
+                "email": None,
             },
-        ).fetchone()
-        assert row is not None
-        records = sorted(run.records.values(), key=lambda r: r.at)
-        agents = _agents(conn, wid, row["id"], source, host, {r.project for r in records})
-        params = {"workspace_id": wid, "runtime_id": row["id"], "source": source.tag}
-        bar = progress.add_task(
-            f"{source.label}: writing {len(records):,} records", total=len(records)
-        )
-        writer = Writer(f"{wid}/{source.tag}/", agents, params)
+        )["id"]
+        found = sorted(run.records.values(), key=lambda r: r.at)
+        agents = _agents(conn, wid, rid, source, host, {r.project for r in found})
+        bar = progress.add_task(f"{source.label}: writing {len(found):,} records", total=len(found))
+        writer = Writer(f"{wid}/{source.tag}/", wid, rid, source.tag, agents)
 
         def write(conn: psycopg.Connection[Row], chunks: Iterable[list[Record]]) -> Counter[str]:
             done: Counter[str] = Counter()
@@ -244,7 +232,7 @@ def _import(
                 progress.advance(bar, len(chunk))
             return done
 
-        chunks = [records[i : i + CHUNK] for i in range(0, len(records), CHUNK)]
+        chunks = [found[i : i + CHUNK] for i in range(0, len(found), CHUNK)]
         if url is None or WORKERS < 2 or len(chunks) < 2:
             done = write(conn, chunks)
         else:  # writers side by side, each with a connection and a share of the chunks
@@ -270,7 +258,7 @@ def _import(
             )
     summary.new = done["new"]
     summary.grown = done["grown"]
-    summary.reported_by_daemon = done["reported"]
+    summary.reported_live = done["outranked"]
     summary.tokens = done["tokens"]
     summary.cost = Decimal(done["cost_units"]).scaleb(-10)
     summary.unpriced_tokens = done["unpriced_tokens"]
@@ -299,15 +287,21 @@ def _agents(
 ) -> dict[str, Any]:
     found = {}
     for project in sorted(projects):
-        name = agent_name(project, source, host)
-        row = conn.execute(
-            Q.agent, {"workspace_id": wid, "name": name, "runtime_id": rid}
-        ).fetchone()
-        assert row is not None
+        name = records.agent_name(home_path(project), source.name, host)
+        row = _made(conn, records.Q.agent, {"workspace_id": wid, "name": name, "runtime_id": rid})
         if row["runtime_id"] != rid:
             raise ValueError(f"agent {name!r} already exists on another runtime")
         found[project] = row["id"]
     return found
+
+
+def _made(conn: psycopg.Connection[Row], sql: str, params: dict[str, Any]) -> Row:
+    """The row a find-or-make query answers (asked again when another writer made it first)."""
+    for _ in range(2):
+        row = conn.execute(sql, params).fetchone()
+        if row is not None:
+            return row
+    raise RuntimeError("a runtime or agent made and deleted while importing")
 
 
 @dataclass(frozen=True)
@@ -315,39 +309,28 @@ class Writer:
     """Writes chunks of records of one import, each in the caller's transaction."""
 
     prefix: str  # of every record's key: the workspace and the source
+    workspace_id: Any
+    runtime_id: Any
+    source: str
     agents: dict[str, Any]
-    params: dict[str, Any]
 
     def write(self, conn: psycopg.Connection[Row], chunk: list[Record]) -> Counter[str]:
-        done: Counter[str] = Counter()
-        conn.execute(Q.lock_workspace, self.params)
-        sessions = sorted({r.session for r in chunk})
-        found = conn.execute(Q.reported_sessions, {**self.params, "sessions": sessions})
-        reported = {r["session_id"] for r in found}
-        if reported:
-            kept = [r for r in chunk if r.session not in reported]
-            done["reported"] = len(chunk) - len(kept)
-            chunk = kept
-        conn.execute(Q.create_staging.encode())
-        with conn.cursor().copy(Q.copy_staging) as copy:
-            for r in chunk:
-                copy.write_row(
-                    (
-                        self.prefix + r.key,
-                        self.agents[r.project],
-                        r.session,
-                        r.at,
-                        r.provider,
-                        r.model,
-                        r.input,
-                        r.output,
-                        r.cache_read,
-                        r.cache_write,
-                        r.cache_write_1h,
-                    )
-                )
-        conn.execute(Q.write_tasks, self.params)
-        row = conn.execute(Q.write_usage, self.params).fetchone()
-        assert row is not None
-        done.update({k: int(v) for k, v in row.items()})
-        return done
+        rows = [
+            (
+                self.prefix + r.key,
+                self.runtime_id,
+                self.agents[r.project],
+                r.session,
+                r.at,
+                r.provider,
+                r.model,
+                r.input,
+                r.output,
+                r.cache_read,
+                r.cache_write,
+                r.cache_write_1h,
+                None,
+            )
+            for r in chunk
+        ]
+        return records.run(conn, records.write(rows, self.workspace_id, self.source, grow=True))

@@ -29,7 +29,7 @@ SCHEMA = (
     "tick",
     "reports",
     "activity",
-    "imports",
+    "sources",
     "health",
 )
 

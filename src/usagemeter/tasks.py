@@ -93,8 +93,8 @@ async def list_tasks(
 class EndBody(BaseModel):
     """The agent CLI's session the task ran in (optional; the body too), as today's Multica
     daemon sends it: the usage of that session is then counted from the daemon's reports
-    only, and its imported records are deleted (docs/import.md). Other fields the daemon
-    sends (`output`, `work_dir`, ...) are not kept."""
+    only, and the records an import or OpenTelemetry wrote of it are deleted (docs/otlp.md).
+    Other fields the daemon sends (`output`, `work_dir`, ...) are not kept."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
     session_id: Name | None = None
@@ -126,12 +126,12 @@ async def _transition(
     }
     async with conn.transaction():
         if session_id:
-            await conn.execute(Q.lock_imports, params)
+            await conn.execute(Q.lock_sessions, params)
         if await one(conn, Q.transition_task, params) is None:
             task = await _get(conn, tid)
             raise ApiError(409, f"task is {task['status'] if task else 'gone'}")
         if session_id:
-            await conn.execute(Q.drop_imported_session, params)
+            await conn.execute(Q.drop_session_records, params)
     return await _get(conn, tid)
 
 

@@ -47,12 +47,13 @@ SET status = %(status)s,
 WHERE id = %(id)s AND status = ANY(%(from)s)
 RETURNING id;
 
--- name: lock_imports
--- Waits for the imports into the workspace writing now (imports.sql: lock_workspace).
-SELECT pg_advisory_xact_lock(import_lock(%(workspace_id)s));
+-- name: lock_sessions
+-- Waits for the imports and OpenTelemetry writing into the workspace now (sources.sql).
+SELECT pg_advisory_xact_lock(session_lock(%(workspace_id)s));
 
--- name: drop_imported_session
--- A session a daemon reports is counted from its reports only (imports.sql: drop_reported).
+-- name: drop_session_records
+-- A session a daemon reports is counted from its reports only: the tasks an import or
+-- OpenTelemetry wrote of it go (records.py).
 DELETE FROM agent_task_queue t
 USING agent a
 WHERE a.id = t.agent_id AND a.workspace_id = %(workspace_id)s

@@ -866,6 +866,31 @@ LANGUAGE sql IMMUTABLE AS $$
                 ELSE p_at END
 $$;
 
+-- The capture triggers probe indexes for the rows a statement wrote, whatever the tables' size.
+CREATE OR REPLACE FUNCTION check_usage_keys()
+RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_task uuid;
+BEGIN
+    SELECT n.task_id INTO v_task
+    FROM written_usage n
+    CROSS JOIN LATERAL (SELECT a.workspace_id, t.runtime_id, t.agent_id  -- an index probe
+                        FROM agent_task_queue t
+                        JOIN agent a ON a.id = t.agent_id
+                        WHERE t.id = n.task_id
+                        LIMIT 1) k
+    WHERE (n.workspace_id, n.runtime_id, n.agent_id)
+          IS DISTINCT FROM (k.workspace_id, k.runtime_id, k.agent_id)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'usage of task % names another workspace, runtime or agent than its task',
+            v_task USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 -- Each writer also keeps usage_multi_provider exact for the (task, model) pairs it wrote
 -- (buckets.sql), so that no read has to look for them among the deltas. Writers of one task
 -- take turns: the trigger locks the written tasks (in id order), then, in statements of
@@ -888,14 +913,18 @@ BEGIN
                sum(cache_write_tokens), sum(cost_usd), count(*)
         FROM new_usage
         GROUP BY 1, 2, 3, 4, 5, 6, cost_usd IS NOT NULL;
-        PERFORM FROM agent_task_queue WHERE id IN (SELECT task_id FROM new_usage) ORDER BY id
+        -- Index probes, whatever the planner guesses of the tables' sizes (a hash join
+        -- scanning task_usage whole made every insert cost as much as the table had rows).
+        PERFORM FROM agent_task_queue
+        WHERE id = ANY(ARRAY(SELECT task_id FROM new_usage)) ORDER BY id
         FOR NO KEY UPDATE;
         -- A new row makes its pair multi-provider only if another provider has it.
         SELECT array_agg(n.task_id), array_agg(n.model) INTO v_task_ids, v_models
         FROM new_usage n
-        WHERE EXISTS (SELECT FROM task_usage o
-                      WHERE o.task_id = n.task_id AND o.model = n.model
-                        AND o.provider <> n.provider);
+        CROSS JOIN LATERAL (SELECT FROM task_usage o
+                            WHERE o.task_id = n.task_id AND o.model = n.model
+                              AND o.provider <> n.provider
+                            LIMIT 1) other;
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, provider, model,
                                  created_at, input_tokens, output_tokens, cache_read_tokens,
@@ -905,7 +934,8 @@ BEGIN
                -sum(cache_write_tokens), -sum(cost_usd), -count(*)
         FROM old_usage
         GROUP BY 1, 2, 3, 4, 5, 6, cost_usd IS NOT NULL;
-        PERFORM FROM agent_task_queue WHERE id IN (SELECT task_id FROM old_usage) ORDER BY id
+        PERFORM FROM agent_task_queue
+        WHERE id = ANY(ARRAY(SELECT task_id FROM old_usage)) ORDER BY id
         FOR NO KEY UPDATE;
         -- A row gone can only end a pair that is listed.
         SELECT array_agg(o.task_id), array_agg(o.model) INTO v_task_ids, v_models
@@ -1047,13 +1077,16 @@ LANGUAGE sql STABLE AS $$
            OR t.issue_id IN (SELECT i.id FROM issue i WHERE i.project_id = p_project_id))
 $$;
 
--- Log import: tasks carry their agent CLI's session and, when imported, their source; usage
--- keeps its hour-long cache writes apart; the files imported are remembered.
+-- Usage from the agent CLIs' own accounts: tasks carry their agent CLI's session and, when
+-- imported or sent over OpenTelemetry, their source; usage keeps its hour-long cache writes
+-- and the agent CLI's own cost estimate apart; the files imported and the cumulative
+-- counters seen are remembered.
 ALTER TABLE agent_task_queue
     ADD COLUMN session_id text NULL,
-    ADD COLUMN source text NULL CHECK (source IN ('import:claude-code', 'import:codex'));
+    ADD COLUMN source text NULL CHECK (source IN ('import:claude-code', 'import:codex',
+                                                'otlp:log', 'otlp:metric'));
 
-CREATE INDEX idx_agent_task_queue_session_id ON agent_task_queue (session_id)
+CREATE INDEX idx_agent_task_queue_session_id ON agent_task_queue (session_id, source)
     WHERE session_id IS NOT NULL;
 
 -- Imported tasks have no issue, and no query looks for tasks without one.
@@ -1062,8 +1095,12 @@ CREATE INDEX idx_agent_task_queue_issue_id ON agent_task_queue (issue_id)
     WHERE issue_id IS NOT NULL;
 
 ALTER TABLE task_usage ADD COLUMN cache_write_1h_tokens bigint NOT NULL DEFAULT 0
-    CHECK (cache_write_1h_tokens BETWEEN 0 AND cache_write_tokens);
+    CHECK (cache_write_1h_tokens BETWEEN 0 AND cache_write_tokens),
+    ADD COLUMN estimated_cost_usd numeric(22, 10) NULL CHECK (estimated_cost_usd >= 0);
 
+-- The files `usagemeter import` has read, so that a file unchanged since is not read again.
+-- A changed file is read whole again: every record it holds has a fixed task id, so writing
+-- it again changes nothing but what is new.
 CREATE TABLE import_file (
     workspace_id uuid NOT NULL REFERENCES workspace (id) ON DELETE CASCADE,
     source       text NOT NULL CHECK (source IN ('import:claude-code', 'import:codex')),
@@ -1074,11 +1111,25 @@ CREATE TABLE import_file (
     PRIMARY KEY (workspace_id, source, path)
 );
 
--- The advisory lock that imports into a workspace share and a daemon naming a session of it
--- takes alone, so that a session is never counted both from a daemon's reports and from its
--- log (docs/import.md).
-CREATE FUNCTION import_lock(p_workspace_id uuid)
+-- The last point of each cumulative OpenTelemetry counter of usage, so that only what it
+-- grew by counts: a series is a metric's attributes and start time, so a restarted exporter
+-- starts a new one.
+CREATE TABLE otlp_series (
+    workspace_id uuid NOT NULL REFERENCES workspace (id) ON DELETE CASCADE,
+    series       text NOT NULL,  -- a digest of the metric, its attributes and start time
+    time_ns      bigint NOT NULL,
+    value        double precision NOT NULL,
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (workspace_id, series)
+);
+
+-- INVARIANT: a session is counted from one source only, the highest of: a daemon, then
+-- OpenTelemetry log events, then OpenTelemetry metrics, then an imported log. Writers of a
+-- source share this lock per workspace; one that deletes a lower source's tasks of a session
+-- (a daemon naming a session, OpenTelemetry seeing one first) takes it alone, so that no
+-- lower source is writing that session meanwhile.
+CREATE FUNCTION session_lock(p_workspace_id uuid)
 RETURNS bigint
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT hashtextextended('usagemeter import ' || p_workspace_id, 0)
+    SELECT hashtextextended('usagemeter sessions ' || p_workspace_id, 0)
 $$;

@@ -49,10 +49,13 @@ DECLARE
 BEGIN
     SELECT n.task_id INTO v_task
     FROM written_usage n
-    JOIN agent_task_queue t ON t.id = n.task_id
-    JOIN agent a ON a.id = t.agent_id
+    CROSS JOIN LATERAL (SELECT a.workspace_id, t.runtime_id, t.agent_id  -- an index probe
+                        FROM agent_task_queue t
+                        JOIN agent a ON a.id = t.agent_id
+                        WHERE t.id = n.task_id
+                        LIMIT 1) k
     WHERE (n.workspace_id, n.runtime_id, n.agent_id)
-          IS DISTINCT FROM (a.workspace_id, t.runtime_id, t.agent_id)
+          IS DISTINCT FROM (k.workspace_id, k.runtime_id, k.agent_id)
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'usage of task % names another workspace, runtime or agent than its task',
@@ -163,14 +166,18 @@ BEGIN
                sum(cache_write_tokens), sum(cost_usd), count(*)
         FROM new_usage
         GROUP BY 1, 2, 3, 4, 5, 6, cost_usd IS NOT NULL;
-        PERFORM FROM agent_task_queue WHERE id IN (SELECT task_id FROM new_usage) ORDER BY id
+        -- Index probes, whatever the planner guesses of the tables' sizes (a hash join
+        -- scanning task_usage whole made every insert cost as much as the table had rows).
+        PERFORM FROM agent_task_queue
+        WHERE id = ANY(ARRAY(SELECT task_id FROM new_usage)) ORDER BY id
         FOR NO KEY UPDATE;
         -- A new row makes its pair multi-provider only if another provider has it.
         SELECT array_agg(n.task_id), array_agg(n.model) INTO v_task_ids, v_models
         FROM new_usage n
-        WHERE EXISTS (SELECT FROM task_usage o
-                      WHERE o.task_id = n.task_id AND o.model = n.model
-                        AND o.provider <> n.provider);
+        CROSS JOIN LATERAL (SELECT FROM task_usage o
+                            WHERE o.task_id = n.task_id AND o.model = n.model
+                              AND o.provider <> n.provider
+                            LIMIT 1) other;
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO usage_dirty (runtime_id, workspace_id, agent_id, provider, model,
                                  created_at, input_tokens, output_tokens, cache_read_tokens,
@@ -180,7 +187,8 @@ BEGIN
                -sum(cache_write_tokens), -sum(cost_usd), -count(*)
         FROM old_usage
         GROUP BY 1, 2, 3, 4, 5, 6, cost_usd IS NOT NULL;
-        PERFORM FROM agent_task_queue WHERE id IN (SELECT task_id FROM old_usage) ORDER BY id
+        PERFORM FROM agent_task_queue
+        WHERE id = ANY(ARRAY(SELECT task_id FROM old_usage)) ORDER BY id
         FOR NO KEY UPDATE;
         -- A row gone can only end a pair that is listed.
         SELECT array_agg(o.task_id), array_agg(o.model) INTO v_task_ids, v_models

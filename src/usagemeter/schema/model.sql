@@ -115,8 +115,10 @@ CREATE TABLE agent_task_queue (
     -- The agent CLI's session the task ran in: a daemon reports it when the task ends, an
     -- imported task carries its log's (docs/import.md).
     session_id   text NULL,
-    -- Where an imported task came from; NULL: a daemon or the API.
-    source       text NULL CHECK (source IN ('import:claude-code', 'import:codex'))
+    -- Where a task of an agent CLI's own account came from: a log imported, or OpenTelemetry
+    -- log events or metrics (docs/otlp.md); NULL: a daemon or the API.
+    source       text NULL CHECK (source IN ('import:claude-code', 'import:codex',
+                                             'otlp:log', 'otlp:metric'))
 );
 
 CREATE INDEX idx_agent_task_queue_agent_id ON agent_task_queue (agent_id);
@@ -127,7 +129,8 @@ CREATE INDEX idx_agent_task_queue_runtime_id_started_at ON agent_task_queue (run
 CREATE INDEX idx_agent_task_queue_issue_id ON agent_task_queue (issue_id)
     WHERE issue_id IS NOT NULL;
 
-CREATE INDEX idx_agent_task_queue_session_id ON agent_task_queue (session_id)
+-- Which sources count a session (sources.sql: session_lock) is told by (session, source).
+CREATE INDEX idx_agent_task_queue_session_id ON agent_task_queue (session_id, source)
     WHERE session_id IS NOT NULL;
 
 CREATE TABLE task_usage (
@@ -154,6 +157,9 @@ CREATE TABLE task_usage (
     -- 5-minute writes); 0 where not known. Kept so that they can be priced exactly.
     cache_write_1h_tokens bigint NOT NULL DEFAULT 0
         CHECK (cache_write_1h_tokens BETWEEN 0 AND cache_write_tokens),
+    -- The agent CLI's own estimate of the row's cost at list prices (Claude Code's cost_usd
+    -- over OpenTelemetry): not a bill, so never read as the row's cost.
+    estimated_cost_usd numeric(22, 10) NULL CHECK (estimated_cost_usd >= 0),
     -- model before provider: the rows of a (task, model) pair are read by it (the
     -- task-count correction of reports and its sync), whatever a task's size.
     UNIQUE (task_id, model, provider)
