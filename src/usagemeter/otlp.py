@@ -41,8 +41,8 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 # gRPC status codes (google.rpc.Code) of the answers that are not 200.
 _CODES = {400: 3, 401: 16, 403: 7, 413: 8, 415: 3, 503: 14}
-# The agent CLIs whose telemetry the importer also reads: their runtime provider and name.
-CLIS = {"claude-code": ("claude", "claude-code"), "codex_cli_rs": ("codex", "codex")}
+# The agent CLIs whose logs the importer also reads: their runtime provider and name there.
+CLIS = {"claude-code": ("claude", "claude-code")}
 
 M = TypeVar("M", bound=Message)
 

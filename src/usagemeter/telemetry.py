@@ -120,9 +120,16 @@ def attributes(kvs: Iterable[KeyValue]) -> dict[str, Any]:
     """Attribute values that are strings, numbers or booleans (others are not read here)."""
     out: dict[str, Any] = {}
     for kv in kvs:
-        kind = kv.value.WhichOneof("value")
-        if kind in ("string_value", "int_value", "double_value", "bool_value"):
-            out[kv.key] = getattr(kv.value, kind)
+        value = kv.value
+        kind = value.WhichOneof("value")
+        if kind == "string_value":
+            out[kv.key] = value.string_value
+        elif kind == "int_value":
+            out[kv.key] = value.int_value
+        elif kind == "double_value":
+            out[kv.key] = value.double_value
+        elif kind == "bool_value":
+            out[kv.key] = value.bool_value
     return out
 
 

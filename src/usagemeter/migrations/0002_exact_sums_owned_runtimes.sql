@@ -1133,3 +1133,37 @@ RETURNS bigint
 LANGUAGE sql IMMUTABLE AS $$
     SELECT hashtextextended('usagemeter sessions ' || p_workspace_id, 0)
 $$;
+
+-- Activity deltas are queued summed per statement, runtime and quarter hour: a statement
+-- writing thousands of tasks queues a few rows.
+ALTER TABLE activity_dirty ALTER COLUMN delta TYPE integer;
+
+CREATE OR REPLACE FUNCTION queue_activity()
+RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO activity_dirty (runtime_id, started_at, delta)
+        SELECT runtime_id, usage_bin(started_at), count(*)
+        FROM new_task WHERE started_at IS NOT NULL
+        GROUP BY 1, 2;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO activity_dirty (runtime_id, started_at, delta)
+        SELECT runtime_id, usage_bin(started_at), -count(*)
+        FROM old_task WHERE started_at IS NOT NULL
+        GROUP BY 1, 2;
+    ELSE
+        INSERT INTO activity_dirty (runtime_id, started_at, delta)
+        SELECT d.runtime_id, usage_bin(d.started_at), sum(d.delta)
+        FROM old_task o
+        JOIN new_task n ON n.id = o.id
+        CROSS JOIN LATERAL (VALUES (o.runtime_id, o.started_at, -1),
+                                   (n.runtime_id, n.started_at, 1)) d(runtime_id, started_at, delta)
+        WHERE (o.runtime_id, o.started_at) IS DISTINCT FROM (n.runtime_id, n.started_at)
+          AND d.started_at IS NOT NULL
+        GROUP BY 1, 2
+        HAVING sum(d.delta) <> 0;
+    END IF;
+    RETURN NULL;
+END
+$$;

@@ -3,7 +3,9 @@
 
 -- The activity histogram (started tasks per local hour of started_at, all time) of every
 -- runtime, kept per zone in use: an hour of day is not a union of UTC buckets for every
--- zone and date, but a count is additive, so changes are queued as +1/-1 deltas and folded.
+-- zone and date, but a count is additive, so changes are queued as deltas and folded: per
+-- statement, runtime and quarter hour (usage_bin; every zone's hours are unions of them), the
+-- tasks started less those gone.
 -- INVARIANT: for a 'ready' zone, activity_rollup + the deltas still queued = the count of
 -- started tasks, at every snapshot (writers queue, ticks fold, in one transaction each).
 CREATE TABLE activity_zone (
@@ -26,7 +28,7 @@ CREATE TABLE activity_dirty (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     runtime_id uuid NOT NULL,
     started_at timestamptz NOT NULL,
-    delta      smallint NOT NULL
+    delta      integer NOT NULL
 );
 
 CREATE INDEX idx_activity_dirty_runtime_id ON activity_dirty (runtime_id);
@@ -37,19 +39,25 @@ LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO activity_dirty (runtime_id, started_at, delta)
-        SELECT runtime_id, started_at, 1 FROM new_task WHERE started_at IS NOT NULL;
+        SELECT runtime_id, usage_bin(started_at), count(*)
+        FROM new_task WHERE started_at IS NOT NULL
+        GROUP BY 1, 2;
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO activity_dirty (runtime_id, started_at, delta)
-        SELECT runtime_id, started_at, -1 FROM old_task WHERE started_at IS NOT NULL;
+        SELECT runtime_id, usage_bin(started_at), -count(*)
+        FROM old_task WHERE started_at IS NOT NULL
+        GROUP BY 1, 2;
     ELSE
         INSERT INTO activity_dirty (runtime_id, started_at, delta)
-        SELECT d.runtime_id, d.started_at, d.delta
+        SELECT d.runtime_id, usage_bin(d.started_at), sum(d.delta)
         FROM old_task o
         JOIN new_task n ON n.id = o.id
         CROSS JOIN LATERAL (VALUES (o.runtime_id, o.started_at, -1),
                                    (n.runtime_id, n.started_at, 1)) d(runtime_id, started_at, delta)
         WHERE (o.runtime_id, o.started_at) IS DISTINCT FROM (n.runtime_id, n.started_at)
-          AND d.started_at IS NOT NULL;
+          AND d.started_at IS NOT NULL
+        GROUP BY 1, 2
+        HAVING sum(d.delta) <> 0;
     END IF;
     RETURN NULL;
 END
