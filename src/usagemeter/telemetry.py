@@ -51,7 +51,7 @@ EXPECTED = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Origin:
     """Who sent a record, from the attributes of the record and of its resource."""
 
@@ -159,28 +159,33 @@ def _cost(value: Any, name: str) -> Decimal | None:
     return round(cost, 10)
 
 
-def _time(ns: int) -> datetime:
-    latest = datetime.now(UTC) + timedelta(days=1)
-    if not EARLIEST_NS <= ns <= latest.timestamp() * 10**9:
+def _time(ns: int, latest_ns: int) -> datetime:
+    if not EARLIEST_NS <= ns <= latest_ns:
         raise Invalid("the time must be from 2000-01-01 to a day from now")
     return EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def _latest_ns() -> int:
+    """The latest time a record may have: a day from now (a client's clock may run ahead)."""
+    return int((datetime.now(UTC) + timedelta(days=1)).timestamp()) * 10**9
 
 
 def digest(*parts: Any) -> str:
     return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
 
 
-def origin(record: Mapping[str, Any], resource: Mapping[str, Any]) -> Origin:
+def origin(attrs: Mapping[str, Any]) -> Origin:
+    """Who sent a record, from its attributes over its resource's."""
+
     def first(*names: str) -> str:
         for name in names:
-            for attrs in (record, resource):
-                value = text(str(attrs.get(name) or ""))
-                if value:
-                    return value
+            value = attrs.get(name)
+            if value is not None and (value := text(str(value))):
+                return value
         return ""
 
     machine = first("host.name", "user.email", "user.account_uuid", "user.id") or "unknown"
-    cli = text(str(resource.get("service.name") or "")) or "unknown_service"
+    cli = first("service.name") or "unknown_service"
     session = first("session.id", "gen_ai.conversation.id") or f"{cli}@{machine}"
     return Origin(machine, cli, first("user.email"), first("process.working_directory"), session)
 
@@ -207,13 +212,14 @@ def _event(record: Any, attrs: Mapping[str, Any]) -> str:
 def from_logs(request: ExportLogsServiceRequest) -> Found:
     """The usage records among an export's log records."""
     found = Found()
+    latest = _latest_ns()
     for rl in request.resource_logs:
         resource = attributes(rl.resource.attributes)
         for sl in rl.scope_logs:
             for record in sl.log_records:
-                attrs = attributes(record.attributes)
+                attrs = {**resource, **attributes(record.attributes)}  # the record's first
                 try:
-                    usage = _log_usage(record, attrs, resource)
+                    usage = _log_usage(record, attrs, latest)
                 except Invalid as e:
                     found.reject(f"log record: {e}")
                     continue
@@ -222,15 +228,15 @@ def from_logs(request: ExportLogsServiceRequest) -> Found:
     return found
 
 
-def _log_usage(record: Any, attrs: dict[str, Any], resource: dict[str, Any]) -> Usage | None:
+def _log_usage(record: Any, attrs: dict[str, Any], latest: int) -> Usage | None:
     name = _event(record, attrs)
     claude = name in CLAUDE_CODE_EVENTS
     genai = "gen_ai.usage.input_tokens" in attrs or "gen_ai.usage.output_tokens" in attrs
     if not claude and not genai:
         return None
-    who = origin(attrs, resource)
+    who = origin(attrs)
     ns = record.time_unix_nano or record.observed_time_unix_nano
-    usage = Usage(LOG, "", _time(ns), who, provider="", model="")
+    usage = Usage(LOG, "", _time(ns, latest), who, provider="", model="")
     if claude:
         usage.provider = "anthropic"
         usage.model = _model(attrs, "model")
@@ -241,7 +247,7 @@ def _log_usage(record: Any, attrs: dict[str, Any], resource: dict[str, Any]) -> 
         usage.estimated_cost_usd = _cost(attrs.get("cost_usd"), "cost_usd")
         identity = attrs.get("event.sequence") or attrs.get("request_id") or ""
     else:
-        usage.provider = _provider(attrs) or _provider(resource)
+        usage.provider = _provider(attrs)
         usage.model = _model(attrs, "gen_ai.response.model", "gen_ai.request.model")
         # INVARIANT: gen_ai.usage.input_tokens includes the cached input: reads and writes
         # are taken out of it, so no token counts twice.
@@ -269,16 +275,18 @@ def _log_usage(record: Any, attrs: dict[str, Any], resource: dict[str, Any]) -> 
 def from_metrics(request: ExportMetricsServiceRequest) -> Found:
     """The usage points among an export's metrics."""
     found = Found()
+    latest = _latest_ns()
     for rm in request.resource_metrics:
         resource = attributes(rm.resource.attributes)
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
-                for point in _metric_points(metric, resource, found):
-                    found.points.append(point)
+                found.points.extend(_metric_points(metric, resource, found, latest))
     return found
 
 
-def _metric_points(metric: Any, resource: dict[str, Any], found: Found) -> Iterable[Point]:
+def _metric_points(
+    metric: Any, resource: dict[str, Any], found: Found, latest: int
+) -> Iterable[Point]:
     name = metric.name
     shape = EXPECTED.get(name)
     if shape is None:
@@ -291,23 +299,24 @@ def _metric_points(metric: Any, resource: dict[str, Any], found: Found) -> Itera
     temporality = data.aggregation_temporality
     for dp in data.data_points:
         try:
-            yield _point(name, temporality, dp, resource)
+            yield _point(name, temporality, dp, resource, latest)
         except Invalid as e:
             found.reject(f"{name}: {e}")
 
 
-def _point(name: str, temporality: int, dp: Any, resource: dict[str, Any]) -> Point:
+def _point(name: str, temporality: int, dp: Any, resource: dict[str, Any], latest: int) -> Point:
     if temporality not in (
         AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA,
         AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE,
     ):
         raise Invalid("aggregation temporality must be delta or cumulative")
     attrs = attributes(dp.attributes)
-    who = origin(attrs, resource)
+    both = {**resource, **attrs}  # the point's first
+    who = origin(both)
     if name == "gen_ai.client.token.usage":
         kind_attr, kinds = "gen_ai.token.type", GENAI_TOKEN_TYPES
         model = _model(attrs, "gen_ai.response.model", "gen_ai.request.model")
-        provider = _provider(attrs) or _provider(resource)
+        provider = _provider(both)
         if not dp.HasField("sum"):
             raise Invalid("a histogram point without its sum")
         value = dp.sum
@@ -325,13 +334,12 @@ def _point(name: str, temporality: int, dp: Any, resource: dict[str, Any]) -> Po
             raise Invalid(f"{kind_attr} must be one of {', '.join(kinds)}")
         if not 0 <= value <= MAX_TOKENS:
             raise Invalid(f"a token count must be from 0 to {MAX_TOKENS}")
-    _time(dp.time_unix_nano)
     group = {k: v for k, v in attrs.items() if k != kind_attr}
     resource_key = sorted(resource.items())
     usage = Usage(
         METRIC,
         digest(resource_key, sorted(group.items()), dp.time_unix_nano),
-        _time(dp.time_unix_nano),
+        _time(dp.time_unix_nano, latest),
         who,
         provider=provider,
         model=model,
