@@ -62,7 +62,8 @@ Step = tuple[str | bytes, dict[str, Any] | None] | Copy
 Steps = Generator[Step, list[Row], Counter[str]]
 
 
-# The columns of a record, in the order of its tuple (and of records.sql: copy_staging).
+# The columns of a record, in the order of its tuple (and of records.sql: copy_staging), and
+# their types.
 COLUMNS = (
     "key",
     "runtime_id",
@@ -79,6 +80,7 @@ COLUMNS = (
     "estimated_cost_usd",
 )
 SESSION = COLUMNS.index("session_id")
+TYPES = ["text", "uuid", "uuid", "text", "timestamptz", "text", "text", *["int8"] * 5, "numeric"]
 
 
 def write(rows: list[tuple[Any, ...]], workspace_id: UUID, source: str, grow: bool) -> Steps:
@@ -128,6 +130,7 @@ def run(conn: psycopg.Connection[Row], steps: Steps) -> Counter[str]:
     while True:
         if isinstance(step, Copy):
             with conn.cursor().copy(Q.copy_staging) as copy:
+                copy.set_types(TYPES)
                 for row in step.rows:
                     copy.write_row(row)
             result = []
@@ -147,6 +150,7 @@ async def arun(conn: AConn, steps: Steps) -> Counter[str]:
     while True:
         if isinstance(step, Copy):
             async with conn.cursor().copy(Q.copy_staging) as copy:
+                copy.set_types(TYPES)
                 for row in step.rows:
                     await copy.write_row(row)
             result = []
