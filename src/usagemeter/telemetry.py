@@ -81,9 +81,9 @@ class Usage:
 
 @dataclass(slots=True)
 class Point:
-    """What one metric point adds to the record of its group: `amount` of `kind` (a token
-    kind, or `cost`), at once for a delta point; for a cumulative one, what its `series`
-    grew by since the point of it seen last (otlp.py)."""
+    """What one metric point adds to the record of its group, in `kind` (a token kind, or
+    `cost`): a delta point its whole `value`; a cumulative one what its `series` grew by
+    since the point of it seen last (otlp.py)."""
 
     usage: Usage  # the record it adds to (its key: the group)
     kind: str
