@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from fastapi.testclient import TestClient
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
@@ -84,6 +86,19 @@ def test_an_api_request_event_is_one_request_at_its_time_with_its_four_kinds(
         "device_info": "OpenTelemetry (claude-code)",
     }
     assert db.execute("SELECT name FROM agent").fetchone() == {"name": "claude-code (devbox)"}
+
+
+def test_an_exporter_configured_as_claude_code_is_works_unchanged(
+    live_url: str, world: World, db: psycopg.Connection[Row], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The settings docs/otlp.md gives: the base endpoint and the header, from the environment.
+    token = world.daemon_token()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", live_url)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization=Bearer%20{token}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+    records = otel.log_records([otel.api_request(AT)], otel.CLAUDE)
+    assert OTLPLogExporter().export(records) == LogRecordExportResult.SUCCESS
+    assert tokens(db) == [(100, 20, 3000, 400)]
 
 
 def test_claude_codes_cost_is_an_estimate_kept_apart_from_the_cost(
