@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -34,7 +34,7 @@ from usagemeter import records, telemetry
 from usagemeter.auth import authenticate
 from usagemeter.db import AConn, many, queries
 from usagemeter.telemetry import Found, Point, Usage
-from usagemeter.web import ApiError, Conn
+from usagemeter.web import ApiError, Conn, database_trouble
 
 Q = queries(__file__)
 PROTOBUF = "application/x-protobuf"
@@ -43,8 +43,6 @@ JSON = "application/json"
 _CODES = {400: 3, 401: 16, 403: 7, 413: 8, 415: 3, 503: 14}
 # The agent CLIs whose logs the importer also reads: their runtime provider and name there.
 CLIS = {"claude-code": ("claude", "claude-code")}
-
-M = TypeVar("M", bound=Message)
 
 
 class Refused(Exception):
@@ -60,9 +58,7 @@ async def export_logs(request: Request, conn: Conn) -> Response:
     """OTLP/HTTP logs: Claude Code's api_request events and GenAI usage events."""
     media = _media(request)
     try:
-        workspace_id = await _workspace(request, conn)
-        found = telemetry.from_logs(await _decode(request, media, ExportLogsServiceRequest()))
-        await _write(conn, workspace_id, found, telemetry.LOG)
+        found = await _receive(request, conn, media, ExportLogsServiceRequest(), telemetry.LOG)
     except Refused as e:
         return _refusal(media, e)
     answer = ExportLogsServiceResponse()
@@ -77,10 +73,8 @@ async def export_metrics(request: Request, conn: Conn) -> Response:
     """OTLP/HTTP metrics: Claude Code's token and cost counters, the GenAI token histogram."""
     media = _media(request)
     try:
-        workspace_id = await _workspace(request, conn)
-        message = await _decode(request, media, ExportMetricsServiceRequest())
-        found = telemetry.from_metrics(message)
-        await _write(conn, workspace_id, found, telemetry.METRIC)
+        message = ExportMetricsServiceRequest()
+        found = await _receive(request, conn, media, message, telemetry.METRIC)
     except Refused as e:
         return _refusal(media, e)
     answer = ExportMetricsServiceResponse()
@@ -91,6 +85,29 @@ async def export_metrics(request: Request, conn: Conn) -> Response:
             )
         )
     return _answer(media, answer)
+
+
+async def _receive(
+    request: Request,
+    conn: AConn,
+    media: str,
+    message: ExportLogsServiceRequest | ExportMetricsServiceRequest,
+    source: str,
+) -> Found:
+    """Authorise, read and write one export; what it found. Refused: nothing was written."""
+    try:
+        workspace_id = await _workspace(request, conn)
+        await _decode(request, media, message)
+        if isinstance(message, ExportLogsServiceRequest):
+            found = telemetry.from_logs(message)
+        else:
+            found = telemetry.from_metrics(message)
+        await _write(conn, workspace_id, found, source)
+    except psycopg.errors.TransactionRollback:
+        raise  # a deadlock or serialization conflict: the export runs again (web.retrying)
+    except psycopg.OperationalError as e:
+        raise Refused(503, database_trouble(e)) from None
+    return found
 
 
 async def _workspace(request: Request, conn: AConn) -> UUID:
@@ -104,16 +121,19 @@ async def _workspace(request: Request, conn: AConn) -> UUID:
     return caller.daemon_workspace_id
 
 
+def _given(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 def _media(request: Request) -> str:
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    return JSON if media == JSON else PROTOBUF
+    """The encoding of the answer: the request's, protobuf when it is neither."""
+    return JSON if _given(request) == JSON else PROTOBUF
 
 
-async def _decode(request: Request, media: str, message: M) -> M:
-    """The export request in the body (415: a media type or encoding not OTLP's; 413: larger
-    than USAGEMETER_MAX_BODY once unzipped; 400: not the message)."""
-    given = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if given not in (PROTOBUF, JSON):
+async def _decode(request: Request, media: str, message: Message) -> None:
+    """Read the export request in the body into message (415: a media type or encoding not
+    OTLP's; 413: larger than USAGEMETER_MAX_BODY once unzipped; 400: not the message)."""
+    if _given(request) not in (PROTOBUF, JSON):
         raise Refused(415, f"Content-Type must be {PROTOBUF} or {JSON}")
     body = await request.body()
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
@@ -128,7 +148,6 @@ async def _decode(request: Request, media: str, message: M) -> M:
             message.ParseFromString(body)
     except (DecodeError, json_format.ParseError, UnicodeDecodeError, RecursionError) as e:
         raise Refused(400, f"not an OTLP {type(message).__name__}: {e}") from None
-    return message
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
@@ -145,18 +164,12 @@ def _gunzip(body: bytes, limit: int) -> bytes:
 
 
 async def _write(conn: AConn, workspace_id: UUID, found: Found, source: str) -> None:
-    """Write what the export found, in one transaction (503 when the database is not there)."""
-    try:
-        async with conn.transaction():
-            usages = found.usages + await _resolve(conn, workspace_id, found.points)
-            rows = await _rows(conn, workspace_id, source, usages, found)
-            if rows:
-                await records.arun(conn, records.write(rows, workspace_id, source, grow=False))
-    except psycopg.errors.TransactionRollback:
-        raise  # a deadlock or serialization conflict: the export runs again (web.retrying)
-    except psycopg.OperationalError as e:
-        slow = isinstance(e, psycopg.errors.QueryCanceled)
-        raise Refused(503, "database too slow" if slow else "database unavailable") from None
+    """Write what the export found, in one transaction."""
+    async with conn.transaction():
+        usages = found.usages + await _resolve(conn, workspace_id, found.points)
+        rows = await _rows(conn, workspace_id, source, usages, found)
+        if rows:
+            await records.arun(conn, records.write(rows, workspace_id, source, grow=False))
 
 
 async def _resolve(conn: AConn, workspace_id: UUID, points: list[Point]) -> list[Usage]:

@@ -244,6 +244,14 @@ async def json_rows(conn: AConn, sql: str, params: dict[str, Any]) -> Response:
     return Response(row["body"], media_type="application/json")
 
 
+def database_trouble(exc: Exception) -> str:
+    """What a 503 says of a database error: down, restarting, out of connections, or a
+    statement over its time (the client tries again)."""
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return "database too slow"
+    return "database unavailable"
+
+
 def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -282,9 +290,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return response
 
     async def database_error(_: Request, exc: Exception) -> JSONResponse:
-        # Down, restarting, out of connections, or a statement over its time: try again.
-        slow = isinstance(exc, psycopg.errors.QueryCanceled)
-        response = error_response(503, "database too slow" if slow else "database unavailable")
+        response = error_response(503, database_trouble(exc))
         response.headers["Retry-After"] = "1"
         return response
 
