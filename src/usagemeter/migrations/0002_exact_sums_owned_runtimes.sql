@@ -1167,3 +1167,118 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+-- The seconds after 00:00 UTC of an instant (a cut, for the instants that are one).
+CREATE OR REPLACE FUNCTION day_second(p_at timestamptz)
+RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT floor(date_part('epoch', p_at - date_bin('1 day', p_at,
+                                                     timestamptz '2000-01-01 00:00Z')))::integer
+$$;
+
+-- The start of the segment of an instant: the last cut at or before it, of p_cuts
+-- (usage_cuts()). Both functions are made of immutable parts only (date_bin, to_timestamp,
+-- an interval's epoch), so that the planner inlines them: a timestamptz plus an interval is
+-- only stable, and the SQL function built on it was called per row, 4 µs each, a sixth of
+-- a tick (bench/RESULTS.md, 2026-12-03).
+CREATE OR REPLACE FUNCTION seg_start(p_at timestamptz, p_cuts integer[])
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT date_bin('1 day', p_at,
+                    to_timestamp(946684800 + p_cuts[width_bucket(day_second(p_at), p_cuts)]))
+$$;
+
+-- The workspace buckets and heads of a fold are summed from its workspace segments.
+-- Add signed rows (each a usage_rollup row: a segment key and sums, negative to subtract)
+-- to both segment tables, the workspace UTC day buckets and the heads of every cut after
+-- the segment's start, and delete the rows left empty. Callers hold the rollup lock.
+CREATE OR REPLACE FUNCTION rollup_add(p_rows usage_rollup[])
+RETURNS void
+LANGUAGE sql AS $$
+    WITH s AS (
+        SELECT runtime_id, seg_start, agent_id, provider, model, reported, workspace_id,
+               sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+               sum(cache_read_tokens) AS cache_read_tokens,
+               sum(cache_write_tokens) AS cache_write_tokens, sum(cost_usd) AS cost_usd,
+               sum(rows) AS rows
+        FROM unnest(p_rows)
+        GROUP BY 1, 2, 3, 4, 5, 6, 7
+        HAVING (sum(rows), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens),
+                sum(cache_write_tokens), coalesce(sum(cost_usd), 0)) <> (0, 0, 0, 0, 0, 0)
+    ), seg AS (
+        INSERT INTO usage_rollup AS r
+        SELECT * FROM s
+        ON CONFLICT (runtime_id, seg_start, workspace_id, agent_id, provider, model, reported)
+        DO UPDATE SET input_tokens = r.input_tokens + excluded.input_tokens,
+                      output_tokens = r.output_tokens + excluded.output_tokens,
+                      cache_read_tokens = r.cache_read_tokens + excluded.cache_read_tokens,
+                      cache_write_tokens = r.cache_write_tokens + excluded.cache_write_tokens,
+                      cost_usd = r.cost_usd + excluded.cost_usd,
+                      rows = r.rows + excluded.rows
+    ), w AS (  -- the workspace segments: what the workspace buckets and heads add up
+        SELECT workspace_id, seg_start, provider, model, reported,
+               sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+               sum(cache_read_tokens) AS cache_read_tokens,
+               sum(cache_write_tokens) AS cache_write_tokens, sum(cost_usd) AS cost_usd,
+               sum(rows) AS rows
+        FROM s
+        GROUP BY 1, 2, 3, 4, 5
+    ), ws AS (
+        INSERT INTO usage_rollup_ws AS r
+        SELECT * FROM w
+        ON CONFLICT (workspace_id, seg_start, provider, model, reported)
+        DO UPDATE SET input_tokens = r.input_tokens + excluded.input_tokens,
+                      output_tokens = r.output_tokens + excluded.output_tokens,
+                      cache_read_tokens = r.cache_read_tokens + excluded.cache_read_tokens,
+                      cache_write_tokens = r.cache_write_tokens + excluded.cache_write_tokens,
+                      cost_usd = r.cost_usd + excluded.cost_usd,
+                      rows = r.rows + excluded.rows
+    ), day AS (
+        INSERT INTO usage_day_ws AS r
+        SELECT workspace_id, utc_day(seg_start), provider, model, reported, sum(input_tokens),
+               sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens),
+               sum(cost_usd), sum(rows)
+        FROM w
+        GROUP BY 1, 2, 3, 4, 5
+        ON CONFLICT (workspace_id, day, provider, model, reported)
+        DO UPDATE SET input_tokens = r.input_tokens + excluded.input_tokens,
+                      output_tokens = r.output_tokens + excluded.output_tokens,
+                      cache_read_tokens = r.cache_read_tokens + excluded.cache_read_tokens,
+                      cache_write_tokens = r.cache_write_tokens + excluded.cache_write_tokens,
+                      cost_usd = r.cost_usd + excluded.cost_usd,
+                      rows = r.rows + excluded.rows
+    )
+    -- From the workspace segments (a few per workspace, day and model), not from each
+    -- runtime's: a row per segment and cut was most of a tick's time (bench/RESULTS.md).
+    INSERT INTO usage_head_ws AS r
+    SELECT w.workspace_id, c.cut, utc_day(w.seg_start), w.provider, w.model, w.reported,
+           sum(w.input_tokens), sum(w.output_tokens), sum(w.cache_read_tokens),
+           sum(w.cache_write_tokens), sum(w.cost_usd), sum(w.rows)
+    FROM w
+    JOIN usage_head_cut c ON day_second(w.seg_start) < c.cut
+    GROUP BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (workspace_id, cut, day, provider, model, reported)
+    DO UPDATE SET input_tokens = r.input_tokens + excluded.input_tokens,
+                  output_tokens = r.output_tokens + excluded.output_tokens,
+                  cache_read_tokens = r.cache_read_tokens + excluded.cache_read_tokens,
+                  cache_write_tokens = r.cache_write_tokens + excluded.cache_write_tokens,
+                  cost_usd = r.cost_usd + excluded.cost_usd,
+                  rows = r.rows + excluded.rows;
+
+    -- Only rows that are all zero: while a new offset is being built, a row folded before it
+    -- was cut may be subtracted from a later segment, which then holds no rows but not
+    -- nothing until the re-cut (reads stay exact: both segments lie in one local day of
+    -- every ready offset, in one UTC day, and on one side of every cut with heads).
+    DELETE FROM usage_rollup
+    WHERE rows = 0 AND (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+                        coalesce(cost_usd, 0)) = (0, 0, 0, 0, 0);
+    DELETE FROM usage_rollup_ws
+    WHERE rows = 0 AND (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+                        coalesce(cost_usd, 0)) = (0, 0, 0, 0, 0);
+    DELETE FROM usage_day_ws
+    WHERE rows = 0 AND (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+                        coalesce(cost_usd, 0)) = (0, 0, 0, 0, 0);
+    DELETE FROM usage_head_ws
+    WHERE rows = 0 AND (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+                        coalesce(cost_usd, 0)) = (0, 0, 0, 0, 0);
+$$;

@@ -187,13 +187,17 @@ LANGUAGE sql AS $$
                       cache_write_tokens = r.cache_write_tokens + excluded.cache_write_tokens,
                       cost_usd = r.cost_usd + excluded.cost_usd,
                       rows = r.rows + excluded.rows
-    ), ws AS (
-        INSERT INTO usage_rollup_ws AS r
-        SELECT workspace_id, seg_start, provider, model, reported, sum(input_tokens),
-               sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens),
-               sum(cost_usd), sum(rows)
+    ), w AS (  -- the workspace segments: what the workspace buckets and heads add up
+        SELECT workspace_id, seg_start, provider, model, reported,
+               sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+               sum(cache_read_tokens) AS cache_read_tokens,
+               sum(cache_write_tokens) AS cache_write_tokens, sum(cost_usd) AS cost_usd,
+               sum(rows) AS rows
         FROM s
         GROUP BY 1, 2, 3, 4, 5
+    ), ws AS (
+        INSERT INTO usage_rollup_ws AS r
+        SELECT * FROM w
         ON CONFLICT (workspace_id, seg_start, provider, model, reported)
         DO UPDATE SET input_tokens = r.input_tokens + excluded.input_tokens,
                       output_tokens = r.output_tokens + excluded.output_tokens,
@@ -206,7 +210,7 @@ LANGUAGE sql AS $$
         SELECT workspace_id, utc_day(seg_start), provider, model, reported, sum(input_tokens),
                sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens),
                sum(cost_usd), sum(rows)
-        FROM s
+        FROM w
         GROUP BY 1, 2, 3, 4, 5
         ON CONFLICT (workspace_id, day, provider, model, reported)
         DO UPDATE SET input_tokens = r.input_tokens + excluded.input_tokens,
@@ -216,12 +220,14 @@ LANGUAGE sql AS $$
                       cost_usd = r.cost_usd + excluded.cost_usd,
                       rows = r.rows + excluded.rows
     )
+    -- From the workspace segments (a few per workspace, day and model), not from each
+    -- runtime's: a row per segment and cut was most of a tick's time (bench/RESULTS.md).
     INSERT INTO usage_head_ws AS r
-    SELECT s.workspace_id, c.cut, utc_day(s.seg_start), s.provider, s.model, s.reported,
-           sum(s.input_tokens), sum(s.output_tokens), sum(s.cache_read_tokens),
-           sum(s.cache_write_tokens), sum(s.cost_usd), sum(s.rows)
-    FROM s
-    JOIN usage_head_cut c ON day_second(s.seg_start) < c.cut
+    SELECT w.workspace_id, c.cut, utc_day(w.seg_start), w.provider, w.model, w.reported,
+           sum(w.input_tokens), sum(w.output_tokens), sum(w.cache_read_tokens),
+           sum(w.cache_write_tokens), sum(w.cost_usd), sum(w.rows)
+    FROM w
+    JOIN usage_head_cut c ON day_second(w.seg_start) < c.cut
     GROUP BY 1, 2, 3, 4, 5, 6
     ON CONFLICT (workspace_id, cut, day, provider, model, reported)
     DO UPDATE SET input_tokens = r.input_tokens + excluded.input_tokens,
