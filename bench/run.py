@@ -4,7 +4,7 @@ Each size gets a fresh database on DATABASE_URL (else a throwaway PostgreSQL 15 
 scripts/pg15), loaded with the shape of bench/load.sql and rolled up. Prints median
 milliseconds of every report, run as the server runs it (the JSON body rendered by the
 database), on the rollup path and on the raw path (task_usage with
-covering indexes on its runtime and workspace keys), rollup size, tick cost per 10k dirty
+covering indexes on its runtime and workspace keys), rollup size, tick cost per 10k and 100k new
 rows, ingest throughput with and without the rollup triggers, and HTTP end to end. Last,
 side by side: ticks on every database in turn, and the rollup reads of the smallest and the
 largest database alternating, over the socket and in the database (how flat they are in
@@ -41,6 +41,7 @@ from usagemeter.web import describe, json_query
 ROOT = Path(__file__).resolve().parents[1]
 LOAD = Queries(Path(__file__).with_name("load.sql"))
 CHUNK = 500_000  # tasks per load transaction
+TICK_ROWS = (10_000, 100_000)  # new usage rows per measured tick
 ROLLUP_TRIGGERS = (
     "trg_task_usage_queue_insert",
     "trg_task_usage_queue_update",
@@ -256,25 +257,32 @@ def flatness(
     return out
 
 
-def ticks(urls: list[str], rounds: int = 5) -> list[float]:
-    """Median ms to fold 10k new usage rows (10k random tasks, the last 3 hours) into the
-    rollup, per database, the databases taking turns: their ratio is then not a drift of the
-    shared machine's speed between two measurements minutes apart."""
+def ticks(urls: list[str], rows: int, rounds: int = 5) -> list[tuple[float, float]]:
+    """Median ms to fold `rows` new usage rows (random tasks, the last 3 hours) into the
+    rollup, and the median number of queued deltas they made (rows of one runtime, agent,
+    model and quarter hour share one), per database, the databases taking turns: their
+    ratio is then not a drift of the shared machine's speed between two measurements
+    minutes apart. The queue is vacuumed first, as the server's ticker does."""
     conns = [connect(u) for u in urls]
     times: list[list[float]] = [[] for _ in conns]
+    deltas: list[list[int]] = [[] for _ in conns]
     try:
+        for conn in conns:
+            conn.execute("VACUUM usage_dirty")
         for i in range(rounds):
-            for conn, out in zip(conns, times, strict=True):
+            for conn, out, queued in zip(conns, times, deltas, strict=True):
                 conn.execute(
                     "INSERT INTO task_usage (task_id, provider, model, input_tokens, created_at,"
                     " workspace_id, runtime_id, agent_id)"
                     " SELECT t.id, %s, 'gpt-5', 1, now() - random() * interval '3 hours',"
                     " a.workspace_id, t.runtime_id, t.agent_id"
                     " FROM (SELECT id, runtime_id, agent_id FROM agent_task_queue"
-                    "       ORDER BY random() LIMIT 10000) t"
+                    "       ORDER BY random() LIMIT %s) t"
                     " JOIN agent a ON a.id = t.agent_id",
-                    (f"bench-tick-{i}",),
+                    (f"bench-tick-{rows}-{i}", rows),
                 )
+                row = conn.execute("SELECT count(*) AS n FROM usage_dirty").fetchone()
+                queued.append(row["n"] if row else 0)
                 t = time.perf_counter()
                 rollup.drain(conn, 1_000_000)
                 out.append((time.perf_counter() - t) * 1000)
@@ -284,7 +292,9 @@ def ticks(urls: list[str], rounds: int = 5) -> list[float]:
     finally:
         for conn in conns:
             conn.close()
-    return [statistics.median(t) for t in times]
+    return [
+        (statistics.median(t), statistics.median(q)) for t, q in zip(times, deltas, strict=True)
+    ]
 
 
 def ingest(conn: psycopg.Connection[Any], triggers: bool) -> float:
@@ -521,9 +531,15 @@ def report(
                 "reused" if math.isnan(r["load_s"]) else f"{r['load_s']:.0f} / {r['build_s']:.1f}"
             ),
         ),
-        (
-            "tick: fold 10k new rows (ms; the databases taking turns)",
-            lambda r: f"{r['tick_ms']:.0f}",
+        *(
+            (
+                f"tick: fold {n // 1000}k new rows (ms, deltas queued; rows/s)",
+                lambda r, n=n: (
+                    f"{r['tick'][n][0]:.0f} ms, {r['tick'][n][1]:,.0f} deltas;"
+                    f" {n / r['tick'][n][0] * 1000:,.0f} rows/s"
+                ),
+            )
+            for n in TICK_ROWS
         ),
         (
             "ingest rows/s, rollup triggers on / off",
@@ -547,7 +563,9 @@ def report(
                 f"| {name} | {a:.2f} | {b:.2f} | {b / a:.2f}x"
                 f" | {da:.3f} | {db:.3f} | {db / da:.2f}x |"
             )
-        print(f"\ntick cost {last} / {first}: {results[-1]['tick_ms'] / results[0]['tick_ms']:.2f}")
+        for n in TICK_ROWS:
+            ratio = results[-1]["tick"][n][0] / results[0]["tick"][n][0]
+            print(f"\ntick cost of {n:,} rows, {last} / {first}: {ratio:.2f}")
 
 
 @contextlib.contextmanager
@@ -603,8 +621,11 @@ def main() -> None:
         print("== ingest, then ticks on the databases in turn", flush=True)
         for r in results:
             r["ingest_on"], r["ingest_off"] = ingest_rates(r["url"])
-        for r, t in zip(results, ticks(urls), strict=True):
-            r["tick_ms"] = t
+        for r in results:
+            r["tick"] = {}
+        for n in TICK_ROWS:
+            for r, t in zip(results, ticks(urls, n), strict=True):
+                r["tick"][n] = t
         report(results, flat)
 
 

@@ -8,8 +8,10 @@ On bench/run.py's database of `--rows` usage rows (reused as it is), one `usagem
 posting batches of `--batch` new usage rows into one workspace as fast as the server
 answers, for `--seconds`. Every 2 s a sampler times that workspace's 30-day daily report
 over HTTP and reads the queue of deltas the rollup has not folded yet. After the ingest
-stops: how long until the queue is empty. Then the rows written are deleted again (and
-folded away), so the database stays the bench's.
+stops: how long until the queue is empty, and whether the report's rollup path then equals
+a raw scan in one snapshot (a raw scan of the rows written takes seconds: during the ingest
+it would be load, not a sample). Then the rows written are deleted again (and folded
+away), so the database stays the bench's.
 """
 
 from __future__ import annotations
@@ -40,6 +42,23 @@ PROVIDER = "bench-sustained"  # bench/run.py --reuse deletes leftovers of it
 def batches(args: argparse.Namespace) -> int:
     """The batches made before the clock starts: enough for 25k rows/s."""
     return int(args.seconds * 25_000 / args.batch) + 20
+
+
+# The workspace's 30-day daily report on one path, as the route reads it (usage.sql).
+REPORT = """
+    SELECT array_agg(r ORDER BY r.date, r.model) AS rows
+    FROM usage_report(usage_since(now(), 'UTC', 30), 'UTC', p_workspace_id => %s,
+                      p_by_date => true, p_by_model => true, p_count_tasks => true,
+                      p_rollup => %s) r
+"""
+
+
+def exact(conn: psycopg.Connection[Any], workspace_id: Any) -> bool:
+    """Whether the rollup path answers what a raw scan does, in one snapshot."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        rollup, raw = (conn.execute(REPORT, (workspace_id, on)).fetchone() for on in (True, False))
+    return rollup == raw and rollup is not None and rollup["rows"] is not None
 
 
 def queue_depth(conn: psycopg.Connection[Any]) -> int:
@@ -129,6 +148,8 @@ async def run(
                 break
             time.sleep(0.5)
         drain = time.perf_counter() - t
+        row = conn.execute("SELECT id FROM workspace WHERE slug = %s", (slug,)).fetchone()
+        equal = exact(conn, row["id"])
     print(f"\n{args.clients} clients, batches of {args.batch}, {args.seconds:.0f} s")
     print(f"ingested {written:,} rows in {elapsed:.1f} s: {written / elapsed:,.0f} rows/s")
     print("| t (s) | 30-day workspace report (ms) | queued rows |")
@@ -142,6 +163,10 @@ async def run(
         f" queue: max {max(n for _, _, n in samples):,};"
         f" empty {drain:.1f} s after the ingest stopped"
         + ("" if not queued else f" (NOT EMPTY: {queued:,} left)")
+    )
+    print(
+        "the report's rollup path against a raw scan in one snapshot: "
+        + ("equal" if equal else "NOT EQUAL")
     )
 
 

@@ -135,8 +135,10 @@ Body = TypeVar("Body", DaemonUsageBody, BatchBody)
 
 
 # Entries validated (and later copied) between turns of the event loop: a 10,000-entry batch
-# never holds up the requests beside it for more than a few milliseconds at a time.
-SLICE = 1000
+# never holds up the requests beside it for more than about 2 ms at a time (1,000 entries
+# took 6-8 ms, and a report waited for such a slice at each of its statements: up to 69 ms
+# under sustained ingest, bench/RESULTS.md).
+SLICE = 250
 
 
 async def parse_usage(request: Request, model: type[Body], limit: int) -> Body:
