@@ -9,6 +9,7 @@ a request that cannot be read is a 4xx whose body is a google.rpc.Status.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import Iterable
 from typing import Any
@@ -98,10 +99,12 @@ async def _receive(
     try:
         workspace_id = await _workspace(request, conn)
         await _decode(request, media, message)
+        # In a thread: its bytecode then gives the event loop the interpreter every few
+        # milliseconds, so the requests beside a large export wait that long, not its whole.
         if isinstance(message, ExportLogsServiceRequest):
-            found = telemetry.from_logs(message)
+            found = await asyncio.to_thread(telemetry.from_logs, message)
         else:
-            found = telemetry.from_metrics(message)
+            found = await asyncio.to_thread(telemetry.from_metrics, message)
         await _write(conn, workspace_id, found, source)
     except psycopg.errors.TransactionRollback:
         raise  # a deadlock or serialization conflict: the export runs again (web.retrying)
