@@ -243,19 +243,16 @@ def _import(
         if url is not None:
             progress.add_task(f"{source.label}: folding into the rollup", total=None)
             rollup.catch_up(conn)  # no report reads the import's deltas after it
-    with conn.transaction():
-        for p in changed:
-            size, mtime_ns = stamps[p]
-            conn.execute(
-                Q.record_file,
-                {
-                    "workspace_id": wid,
-                    "source": source.tag,
-                    "path": str(p),
-                    "size": size,
-                    "mtime_ns": mtime_ns,
-                },
-            )
+    conn.execute(
+        Q.record_files,
+        {
+            "workspace_id": wid,
+            "source": source.tag,
+            "paths": [str(p) for p in changed],
+            "sizes": [stamps[p][0] for p in changed],
+            "mtimes_ns": [stamps[p][1] for p in changed],
+        },
+    )
     summary.new = done["new"]
     summary.grown = done["grown"]
     summary.reported_live = done["outranked"]

@@ -14,8 +14,11 @@ RETURNING id;
 SELECT path, size, mtime_ns FROM import_file
 WHERE workspace_id = %(workspace_id)s AND source = %(source)s;
 
--- name: record_file
+-- name: record_files
+-- The files read, in one statement (a history has thousands).
 INSERT INTO import_file (workspace_id, source, path, size, mtime_ns)
-VALUES (%(workspace_id)s, %(source)s, %(path)s, %(size)s, %(mtime_ns)s)
+SELECT %(workspace_id)s, %(source)s, f.path, f.size, f.mtime_ns
+FROM unnest(%(paths)s::text[], %(sizes)s::bigint[], %(mtimes_ns)s::bigint[])
+     f(path, size, mtime_ns)
 ON CONFLICT (workspace_id, source, path) DO UPDATE
 SET size = excluded.size, mtime_ns = excluded.mtime_ns, imported_at = now();
