@@ -68,6 +68,40 @@ def api_request(
     }
 
 
+CODEX = {"service.name": "codex_cli_rs", "service.version": "0.63.0", "env": "dev",
+         "host.name": "devbox"}  # fmt: skip
+
+
+def codex_completed(
+    at: datetime,
+    conversation: str = "c-1",
+    model: str = "gpt-5-codex",
+    counts: tuple[int, int, int, int] = (5000, 4000, 300, 120),
+) -> dict[str, Any]:
+    """One completed response as Codex logs it: a codex.sse_event whose (input with the
+    cached part, cached, output with the reasoning part, reasoning) counts are strings and
+    integers as Codex writes them; tool_token_count holds the total."""
+    return {
+        "timestamp": ns(at),
+        "attributes": {
+            "event.name": "codex.sse_event",
+            "event.kind": "response.completed",
+            "event.timestamp": at.isoformat(),
+            "conversation.id": conversation,
+            "app.version": "0.63.0",
+            "user.email": "dev@example.com",
+            "terminal.type": "xterm-256color",
+            "model": model,
+            "slug": model,
+            "input_token_count": str(counts[0]),
+            "output_token_count": str(counts[2]),
+            "cached_token_count": counts[1],
+            "reasoning_token_count": counts[3],
+            "tool_token_count": str(counts[0] + counts[2]),
+        },
+    }
+
+
 def log_records(
     events: list[dict[str, Any]], resource: Mapping[str, Any]
 ) -> list[ReadableLogRecord]:

@@ -29,7 +29,7 @@ from rich.console import Console
 
 from tests import otel
 from tests.conftest import World, auth, ok, price
-from tests.logfiles import claude_line, write
+from tests.logfiles import claude_line, codex_meta, codex_tokens, codex_turn, write
 from usagemeter import imports
 from usagemeter.db import Row
 
@@ -184,6 +184,48 @@ def genai_event(at: datetime, **attrs: Any) -> dict[str, Any]:
     }
 
 
+# Codex's events
+
+
+def test_a_codex_response_counts_its_cached_input_and_reasoning_once(
+    live_url: str, world: World, db: psycopg.Connection[Row]
+) -> None:
+    token = world.daemon_token()
+    failed = otel.codex_completed(AT + S)
+    failed["attributes"] = {
+        k: v for k, v in failed["attributes"].items() if not k.endswith("_token_count")
+    } | {"error.message": "stream closed before response.completed"}
+    other = otel.codex_completed(AT + 2 * S)
+    other["attributes"]["event.kind"] = "response.output_item.done"
+    export_logs(live_url, token, [otel.codex_completed(AT), failed, other], resource=otel.CODEX)
+    (row,) = rows(db)
+    assert (row["provider"], row["model"], row["at"]) == ("openai", "gpt-5-codex", AT)
+    # input 5,000 holds the 4,000 cached; output 300 holds the 120 of reasoning
+    assert tokens(db) == [(1000, 300, 4000, 0)]
+    assert (row["session_id"], row["source"]) == ("c-1", "otlp:log")
+    runtime = db.execute("SELECT daemon_id, provider FROM agent_runtime").fetchone()
+    assert runtime == {"daemon_id": "host:devbox", "provider": "codex"}
+
+
+def test_a_codex_session_sent_live_replaces_its_import(
+    live_url: str, world: World, db: psycopg.Connection[Row], tmp_path: Path
+) -> None:
+    token = world.daemon_token("personal")
+    session = "0199a213-81c0-7800-8aa1-bbab2a035a53"
+    log = tmp_path / "2026" / "12" / "03" / f"rollout-2026-12-03T01-00-00-{session}.jsonl"
+    counts = (5000, 4000, 300, 120)
+    write(log, [codex_meta(session, AT), codex_turn(AT), codex_tokens(AT + S, counts, counts)])
+    run_import(db, tmp_path, imports.CODEX)
+    assert [r["source"] for r in rows(db)] == ["import:codex"]
+    resource = {**otel.CODEX, "host.name": socket.gethostname()}
+    event = otel.codex_completed(AT + S, conversation=session, model="gpt-5", counts=counts)
+    export_logs(live_url, token, [event], resource=resource)
+    assert [r["source"] for r in rows(db)] == ["otlp:log"]
+    assert tokens(db) == [(1000, 300, 4000, 0)]
+    # The same machine and agent CLI are one runtime, whichever way their usage came.
+    assert db.execute("SELECT count(*) AS n FROM agent_runtime").fetchone() == {"n": 1}
+
+
 APP = {"service.name": "support-bot", "host.name": "web-1"}
 
 
@@ -278,10 +320,12 @@ def test_a_cumulative_counter_that_goes_down_was_reset_and_counts_from_zero(
 # Which source counts a session
 
 
-def run_import(db: psycopg.Connection[Row], logs: Path) -> imports.Summary:
+def run_import(
+    db: psycopg.Connection[Row], logs: Path, source: imports.Source = imports.CLAUDE_CODE
+) -> imports.Summary:
     return imports.run_import(
         db.info.dsn,
-        imports.CLAUDE_CODE,
+        source,
         [logs],
         workspace="personal",
         since=None,

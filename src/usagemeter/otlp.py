@@ -42,8 +42,6 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 # gRPC status codes (google.rpc.Code) of the answers that are not 200.
 _CODES = {400: 3, 401: 16, 403: 7, 413: 8, 415: 3, 503: 14}
-# The agent CLIs whose logs the importer also reads: their runtime provider and name there.
-CLIS = {"claude-code": ("claude", "claude-code")}
 
 
 class Refused(Exception):
@@ -209,6 +207,17 @@ async def _resolve(conn: AConn, workspace_id: UUID, points: list[Point]) -> list
     return telemetry.records(amounts)
 
 
+def _cli(service: str) -> tuple[str, str]:
+    """The runtime provider and agent CLI of a service: the importer's for the agent CLIs
+    whose logs it reads (Codex names its service after its client: codex_cli_rs,
+    codex_exec, codex_vscode, ...), else the service's name."""
+    if service == "claude-code":
+        return "claude", "claude-code"
+    if service.startswith("codex"):
+        return "codex", "codex"
+    return service, service
+
+
 async def _rows(
     conn: AConn, workspace_id: UUID, source: str, usages: Iterable[Usage], found: Found
 ) -> list[tuple[Any, ...]]:
@@ -222,7 +231,7 @@ async def _rows(
         if not (u.input or u.output or u.cache_read or u.cache_write):
             continue
         who = u.who
-        provider, cli = CLIS.get(who.cli, (who.cli, who.cli))
+        provider, cli = _cli(who.cli)
         rid = runtimes.get((who.machine, provider))
         if rid is None:
             params = {

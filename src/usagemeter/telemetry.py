@@ -2,8 +2,9 @@
 (docs/otlp.md). Pure: OTLP messages in, usage records and the reasons for rejected ones out;
 otlp.py receives and writes them.
 
-- Log events, one record per request: Claude Code's `claude_code.api_request`, and any
-  record with the GenAI conventions' `gen_ai.usage.*` attributes.
+- Log events, one record per request: Claude Code's `claude_code.api_request`, Codex's
+  completed responses (`codex.sse_event`), and any record with the GenAI conventions'
+  `gen_ai.usage.*` attributes.
 - Metrics: Claude Code's `claude_code.token.usage` and `claude_code.cost.usage` counters, and
   the GenAI `gen_ai.client.token.usage` histogram. Delta points count as they are; a
   cumulative point counts what its series grew by since the last point seen (resolved
@@ -35,6 +36,10 @@ EARLIEST_NS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp()) * 10**9
 MAX_COST_USD = 10**6
 
 CLAUDE_CODE_EVENTS = frozenset({"claude_code.api_request", "api_request"})
+# Codex logs a response's usage as this event of kind "response.completed" (the same kind
+# without token counts is a response that failed to complete: no usage).
+CODEX_EVENT = "codex.sse_event"
+CODEX_COMPLETED = "response.completed"
 # Claude Code's counters: the token kind of each `type`; its cost counter is the estimate.
 CLAUDE_TOKEN_TYPES = {
     "input": "input",
@@ -186,7 +191,7 @@ def origin(attrs: Mapping[str, Any]) -> Origin:
 
     machine = first("host.name", "user.email", "user.account_uuid", "user.id") or "unknown"
     cli = first("service.name") or "unknown_service"
-    session = first("session.id", "gen_ai.conversation.id") or f"{cli}@{machine}"
+    session = first("session.id", "gen_ai.conversation.id", "conversation.id") or f"{cli}@{machine}"
     return Origin(machine, cli, first("user.email"), first("process.working_directory"), session)
 
 
@@ -231,8 +236,13 @@ def from_logs(request: ExportLogsServiceRequest) -> Found:
 def _log_usage(record: Any, attrs: dict[str, Any], latest: int) -> Usage | None:
     name = _event(record, attrs)
     claude = name in CLAUDE_CODE_EVENTS
+    codex = (
+        name == CODEX_EVENT
+        and attrs.get("event.kind") == CODEX_COMPLETED
+        and ("input_token_count" in attrs or "output_token_count" in attrs)
+    )
     genai = "gen_ai.usage.input_tokens" in attrs or "gen_ai.usage.output_tokens" in attrs
-    if not claude and not genai:
+    if not claude and not codex and not genai:
         return None
     who = origin(attrs)
     ns = record.time_unix_nano or record.observed_time_unix_nano
@@ -246,6 +256,18 @@ def _log_usage(record: Any, attrs: dict[str, Any], latest: int) -> Usage | None:
         usage.cache_write = _count(attrs, "cache_creation_tokens")
         usage.estimated_cost_usd = _cost(attrs.get("cost_usd"), "cost_usd")
         identity = attrs.get("event.sequence") or attrs.get("request_id") or ""
+    elif codex:
+        # The Responses API's counts, as the importer reads them from Codex's logs: input
+        # holds the cached input and output the reasoning, so each token counts once.
+        usage.provider = "openai"
+        usage.model = _model(attrs, "model")
+        total = _count(attrs, "input_token_count")
+        usage.cache_read = _count(attrs, "cached_token_count")
+        usage.input = total - usage.cache_read
+        if usage.input < 0:
+            raise Invalid("input_token_count is less than cached_token_count")
+        usage.output = _count(attrs, "output_token_count")
+        identity = ""  # none is sent: the session, time, model and counts are the record's
     else:
         usage.provider = _provider(attrs)
         usage.model = _model(attrs, "gen_ai.response.model", "gen_ai.request.model")
