@@ -214,6 +214,16 @@ def _event(record: Any, attrs: Mapping[str, Any]) -> str:
     return str(attrs.get("event.name") or body)
 
 
+def _input_less_cached(usage: Usage, attrs: Mapping[str, Any], name: str) -> int:
+    """The input of a count that holds the cached input (the GenAI conventions', the
+    Responses API's): with the usage's cache reads and writes taken out, so that no token
+    counts twice."""
+    rest = _count(attrs, name) - usage.cache_read - usage.cache_write
+    if rest < 0:
+        raise Invalid(f"{name} is less than its cached parts")
+    return rest
+
+
 def from_logs(request: ExportLogsServiceRequest) -> Found:
     """The usage records among an export's log records."""
     found = Found()
@@ -261,24 +271,16 @@ def _log_usage(record: Any, attrs: dict[str, Any], latest: int) -> Usage | None:
         # holds the cached input and output the reasoning, so each token counts once.
         usage.provider = "openai"
         usage.model = _model(attrs, "model")
-        total = _count(attrs, "input_token_count")
         usage.cache_read = _count(attrs, "cached_token_count")
-        usage.input = total - usage.cache_read
-        if usage.input < 0:
-            raise Invalid("input_token_count is less than cached_token_count")
+        usage.input = _input_less_cached(usage, attrs, "input_token_count")
         usage.output = _count(attrs, "output_token_count")
         identity = ""  # none is sent: the session, time, model and counts are the record's
     else:
         usage.provider = _provider(attrs)
         usage.model = _model(attrs, "gen_ai.response.model", "gen_ai.request.model")
-        # INVARIANT: gen_ai.usage.input_tokens includes the cached input: reads and writes
-        # are taken out of it, so no token counts twice.
-        total = _count(attrs, "gen_ai.usage.input_tokens")
         usage.cache_read = _count(attrs, "gen_ai.usage.cache_read.input_tokens")
         usage.cache_write = _count(attrs, "gen_ai.usage.cache_creation.input_tokens")
-        usage.input = total - usage.cache_read - usage.cache_write
-        if usage.input < 0:
-            raise Invalid("gen_ai.usage.input_tokens is less than its cached parts")
+        usage.input = _input_less_cached(usage, attrs, "gen_ai.usage.input_tokens")
         usage.output = _count(attrs, "gen_ai.usage.output_tokens")
         identity = attrs.get("gen_ai.response.id") or ""
     usage.key = digest(
