@@ -48,7 +48,6 @@ class Source:
     name: str  # as on the command line
     tag: str  # agent_task_queue.source
     label: str
-    runtime_provider: str  # agent_runtime.provider: the agent CLI
     read: Reader
     why: Callable[[Record, Record], str]  # why a duplicate was dropped
     roots: Callable[[], list[Path]]  # where the agent CLI keeps its logs by default
@@ -60,7 +59,6 @@ CLAUDE_CODE = Source(
     "claude-code",
     claude_logs.SOURCE,
     "Claude Code",
-    "claude",
     claude_logs.read,
     claude_logs.why,
     claude_logs.roots,
@@ -69,7 +67,6 @@ CODEX = Source(
     "codex",
     codex_logs.SOURCE,
     "Codex",
-    "codex",
     codex_logs.read,
     codex_logs.why,
     codex_logs.roots,
@@ -212,7 +209,7 @@ def _import(
                 "workspace_id": wid,
                 "daemon_id": f"host:{host}",
                 "name": host,
-                "provider": source.runtime_provider,
+                "provider": records.CLI_PROVIDERS[source.name],
                 "device_info": f"{source.label} logs",
                 "source": source.tag,
                 "timezone": machine_zone(),

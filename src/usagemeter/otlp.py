@@ -211,11 +211,8 @@ def _cli(service: str) -> tuple[str, str]:
     """The runtime provider and agent CLI of a service: the importer's for the agent CLIs
     whose logs it reads (Codex names its service after its client: codex_cli_rs,
     codex_exec, codex_vscode, ...), else the service's name."""
-    if service == "claude-code":
-        return "claude", "claude-code"
-    if service.startswith("codex"):
-        return "codex", "codex"
-    return service, service
+    cli = "codex" if service.startswith("codex") else service
+    return records.CLI_PROVIDERS.get(cli, cli), cli
 
 
 async def _rows(

@@ -22,6 +22,10 @@ from usagemeter.db import AConn, Row, queries
 
 Q = queries(__file__)
 
+# The runtime provider of each agent CLI that both the importer and OpenTelemetry see: its
+# usage lands on one runtime per machine and CLI, whichever way it comes.
+CLI_PROVIDERS = {"claude-code": "claude", "codex": "codex"}
+
 # Sources from the lowest to the highest; a daemon (source NULL) is above them all.
 RANKS: tuple[tuple[str, ...], ...] = (
     ("import:claude-code", "import:codex"),
