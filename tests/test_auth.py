@@ -6,6 +6,7 @@ import hashlib
 import uuid
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -125,3 +126,43 @@ def test_an_unexpected_error_is_json_and_closes_the_connection(config: Any, db_u
         r = c.get("/boom")
     assert (r.status_code, r.json()) == (500, {"error": "internal error"})
     assert r.headers["connection"] == "close"
+
+
+def test_a_runtime_report_reads_caller_and_runtime_in_one_statement(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token and the runtime its route names are read together: a runtime report is two
+    statements (that one and the report), and nothing is kept between requests, so a role,
+    membership or token changed in the database applies to the very next request."""
+    token = world.token("member@acme.io", "acme", "member")
+    ws = world.workspace("acme")
+    rt = world.runtime(ws)
+    url = f"/api/runtimes/{rt}/usage"
+    sent: list[str] = []
+    execute = psycopg.AsyncCursor.execute
+
+    async def counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return await execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", counted)
+    assert client.get(url, headers=auth(token)).status_code == 200  # describes its query once
+    sent.clear()
+    assert client.get(url, headers=auth(token)).status_code == 200
+    assert len(sent) == 2, sent
+    # Another workspace's runtime, and one that does not exist: 404 after the one statement.
+    other = world.runtime(world.workspace("beta"))
+    for rid in (other, uuid.uuid4()):
+        sent.clear()
+        r = client.get(f"/api/runtimes/{rid}/usage", headers=auth(token))
+        assert (r.status_code, r.json(), len(sent)) == (404, {"error": "runtime not found"}, 1)
+    world.db.execute("DELETE FROM member WHERE workspace_id = %s", (ws,))
+    assert client.get(url, headers=auth(token)).status_code == 404
+    world.db.execute(
+        "INSERT INTO member (workspace_id, user_id, role)"
+        " SELECT %s, id, 'member' FROM \"user\" WHERE email = 'member@acme.io'",
+        (ws,),
+    )
+    assert client.get(url, headers=auth(token)).status_code == 200
+    world.db.execute("DELETE FROM api_token")
+    assert client.get(url, headers=auth(token)).status_code == 401

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -44,6 +44,9 @@ class Caller:
     user_id: UUID | None
     daemon_workspace_id: UUID | None
     timezone: str | None = None  # the user's own zone: the default of workspace reports
+    # The runtime the route names (its id, and runtime_access's row or None), read with the
+    # token: runtimes.runtime_for_caller then needs no statement of its own.
+    runtime: tuple[UUID, Row | None] | None = field(default=None, compare=False)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -65,12 +68,26 @@ async def authenticate(request: Request, conn: Conn) -> Caller:
         raise ApiError(401, "missing authorization")
     if not token.startswith((PAT_PREFIX, DAEMON_PREFIX)):
         raise ApiError(401, "invalid token")
-    row = await one(conn, Q.authenticate, {"token_hash": digest(token)})
+    runtime_id = _route_runtime(request)
+    row = await one(conn, Q.authenticate, {"token_hash": digest(token), "runtime_id": runtime_id})
     if row is None:
         raise ApiError(401, "invalid token")
-    if row["kind"] == "daemon":
-        return Caller(user_id=None, daemon_workspace_id=row["workspace_id"])
-    return Caller(user_id=row["user_id"], daemon_workspace_id=None, timezone=row["timezone"])
+    kind, user_id, workspace_id, user_zone = (
+        row.pop(k) for k in ("kind", "user_id", "token_workspace_id", "user_timezone")
+    )
+    runtime = None if runtime_id is None else (runtime_id, row if row["id"] else None)
+    if kind == "daemon":
+        return Caller(user_id=None, daemon_workspace_id=workspace_id, runtime=runtime)
+    return Caller(user_id=user_id, daemon_workspace_id=None, timezone=user_zone, runtime=runtime)
+
+
+def _route_runtime(request: Request) -> UUID | None:
+    """The runtime a route's path names, if it is a valid id (else its handler answers 400)."""
+    value = request.path_params.get("runtime_id")
+    try:
+        return None if value is None else parse_uuid(value, "runtime_id")
+    except ApiError:
+        return None
 
 
 CallerDep = Annotated[Caller, Depends(authenticate)]
@@ -120,7 +137,11 @@ def require_user(caller: Caller) -> UUID:
 async def visible(conn: AConn, sql: str, params: dict[str, Any], what: str) -> Row:
     """The row `sql` selects with the caller's `role` in its workspace; 404 `<what> not found`
     when it does not exist or the caller has no role there (never reveal that it exists)."""
-    row = await one(conn, sql, params)
+    return seen(await one(conn, sql, params), what)
+
+
+def seen(row: Row | None, what: str) -> Row:
+    """The row, if the caller has a role in its workspace, else 404 (see visible)."""
     if row is None or row["role"] is None:
         raise not_found(what)
     return row

@@ -1,5 +1,7 @@
 -- name: authenticate
 -- The token's owner (and the user's zone); last_used_at is refreshed at most once a minute.
+-- Given a runtime (the route names one), also that runtime with the owner's role in its
+-- workspace (runtime_access), so that a runtime report takes one statement less.
 WITH t AS (
     SELECT id, kind, user_id, workspace_id FROM api_token WHERE token_hash = %(token_hash)s
 ), touch AS (
@@ -7,8 +9,12 @@ WITH t AS (
     FROM t
     WHERE a.id = t.id AND (a.last_used_at IS NULL OR a.last_used_at < now() - interval '1 minute')
 )
-SELECT t.kind, t.user_id, t.workspace_id, u.timezone
-FROM t LEFT JOIN "user" u ON u.id = t.user_id;
+SELECT t.kind, t.user_id, t.workspace_id AS token_workspace_id, u.timezone AS user_timezone,
+       r.*
+FROM t
+LEFT JOIN "user" u ON u.id = t.user_id
+LEFT JOIN LATERAL runtime_access(%(runtime_id)s::uuid, t.user_id,
+                                 CASE WHEN t.kind = 'daemon' THEN t.workspace_id END) r ON true;
 
 -- name: workspace_access
 -- A workspace by id or slug, with the caller's role in it (NULL: no access).

@@ -10,7 +10,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from usagemeter.auth import MANAGERS, Caller, CallerDep, current_workspace, visible
+from usagemeter.auth import MANAGERS, Caller, CallerDep, current_workspace, seen, visible
 from usagemeter.db import AConn, Row, many, one, queries
 from usagemeter.web import (
     ApiError,
@@ -47,6 +47,8 @@ MAX_CUSTOM_NAME = 100
 
 async def runtime_for_caller(conn: AConn, caller: Caller, runtime_id: UUID) -> Row:
     """The runtime, if the caller may see it (its own workspace decides), else 404."""
+    if caller.runtime is not None and caller.runtime[0] == runtime_id:
+        return seen(caller.runtime[1], "runtime")
     return await visible(conn, Q.runtime_access, {**caller.params, "id": runtime_id}, "runtime")
 
 

@@ -1,9 +1,6 @@
 -- name: runtime_access
 -- A runtime with the caller's role in its own workspace (NULL role: not visible).
-SELECT r.id, r.workspace_id, r.timezone, r.owner_id, r.daemon_id, r.visibility,
-       caller_role(r.workspace_id, %(user_id)s, %(daemon_workspace_id)s) AS role
-FROM agent_runtime r
-WHERE r.id = %(id)s;
+SELECT * FROM runtime_access(%(id)s, %(user_id)s, %(daemon_workspace_id)s);
 
 -- name: list_runtimes
 -- The workspace's runtimes, oldest first; optionally only the caller's own. Each with its

@@ -210,6 +210,18 @@ LANGUAGE sql STABLE AS $$
     END
 $$;
 
+-- A runtime with the caller's role in its own workspace (NULL role: the caller may not see
+-- it). Read by the authentication of a route that names a runtime, in the same statement.
+CREATE FUNCTION runtime_access(p_id uuid, p_user_id uuid, p_daemon_workspace_id uuid)
+RETURNS TABLE (id uuid, workspace_id uuid, timezone text, owner_id uuid, daemon_id text,
+               visibility text, role text)
+LANGUAGE sql STABLE AS $$
+    SELECT r.id, r.workspace_id, r.timezone, r.owner_id, r.daemon_id, r.visibility,
+           caller_role(r.workspace_id, p_user_id, p_daemon_workspace_id)
+    FROM agent_runtime r
+    WHERE r.id = p_id
+$$;
+
 -- INVARIANT: only rows of the same workspace and provider merge, and only those with no
 -- owner or owned by p_owner_id (NULL, a daemon token: ownerless ones only), so no caller
 -- merges away a runtime someone else owns; agents and tasks move to the new row before the
