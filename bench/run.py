@@ -126,7 +126,7 @@ def cases(
             {**rt, "days": 30, "tz": s["other"]},
         ),
         (
-            "by-hour 30d (raw on both paths)",
+            "by-hour 30d (rows summed per cell on the rollup path)",
             usage.Q.runtime_usage_by_hour,
             {**rt, "days": 30, "tz": s["own"]},
         ),

@@ -72,10 +72,10 @@ class Scene:
                     self.tasks[task], MODELS[model], at, PROVIDERS[provider], tokens, cost
                 )
         elif kind == "use2":
-            task, model, q, jit, toks = a
+            task, model, q, jit, toks, gap = a
             for provider in (0, 1):
                 self.apply(("use", task, provider, model, q, jit, toks, None))
-                q += 7
+                q += gap
         elif kind == "drop_usage":
             task, provider, model = a
             self.exec(
@@ -149,6 +149,7 @@ class Scene:
                 p = {"runtime_id": rid, "days": days, "tz": tz, "rollup": rollup}
                 out.append(self.conn.execute(usage.Q.runtime_usage, p).fetchall())
                 out.append(self.conn.execute(usage.Q.runtime_usage_by_agent, p).fetchall())
+                out.append(self.conn.execute(usage.Q.runtime_usage_by_hour, p).fetchall())
                 out.append(self.conn.execute(usage.Q.runtime_activity, p).fetchall())
         for ws in self.workspaces:
             p = {"workspace_id": ws, "days": days, "tz": zone, "rollup": rollup}

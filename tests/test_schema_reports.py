@@ -54,7 +54,10 @@ cost = st.none() | st.decimals(min_value=0, max_value=1000, places=4)
 use = st.tuples(
     st.just("use"), index, st.integers(0, 1), st.integers(0, 2), quarter, jitter, tokens, cost
 )
-use2 = st.tuples(st.just("use2"), index, st.integers(0, 2), quarter, jitter, tokens)
+# The second provider's row a quarter hour later (often the same hour), or 7 later.
+use2 = st.tuples(
+    st.just("use2"), index, st.integers(0, 2), quarter, jitter, tokens, st.sampled_from([1, 7])
+)
 STEPS: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
     "use": use,
     # The same task and model under both providers.

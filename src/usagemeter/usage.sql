@@ -51,7 +51,7 @@ SELECT r.hour, r.model,
        r.uncosted_cache_read_tokens, r.uncosted_cache_write_tokens
 FROM usage_report(usage_since(now(), %(tz)s, %(days)s), %(tz)s,
                   p_runtime_id => %(runtime_id)s, p_by_hour => true, p_by_model => true,
-                  p_count_tasks => true) r
+                  p_count_tasks => true, p_rollup => %(rollup)s) r
 ORDER BY r.hour, r.model COLLATE "C";
 
 -- name: runtime_activity

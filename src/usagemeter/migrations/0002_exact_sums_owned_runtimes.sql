@@ -83,8 +83,9 @@ $$;
 -- in any of its ready zones, where that midnight is a segment cut. It runs one plan made
 -- once per session: a custom plan cost more to make (3-4 ms) than most reads take to run,
 -- and the generic one measured as fast. The raw path is planned for its arguments on every
--- call. The rollup path takes neither p_by_hour nor p_issue_id (segments are not whole
--- hours; an issue is not a key of the rollup), so those reports always read raw.
+-- call. Segments are not whole hours, so a runtime's report by hour and model reads its rows
+-- on the rollup path too, in usage_by_hour; an issue is not a key of the rollup, so an
+-- issue's report always reads raw.
 CREATE FUNCTION usage_report(p_since timestamptz, p_tz text,
                                         p_runtime_id uuid DEFAULT NULL,
                                         p_workspace_id uuid DEFAULT NULL,
@@ -110,6 +111,11 @@ DECLARE
     v_zone      text;
     v_days_from timestamptz;
 BEGIN
+    IF p_rollup AND p_by_hour AND p_by_model AND p_count_tasks AND p_runtime_id IS NOT NULL
+       AND NOT (p_by_date OR p_by_agent OR p_by_provider) THEN
+        RETURN QUERY SELECT * FROM usage_by_hour(p_since, p_tz, p_runtime_id);
+        RETURN;
+    END IF;
     -- The rollup path reads queued deltas from p_since on, which it must be a bin start for.
     IF NOT p_rollup OR isfinite(p_since) AND usage_bin(p_since) <> p_since THEN
         RETURN QUERY EXECUTE
@@ -232,6 +238,67 @@ BEGIN
                      WHERE m.workspace_id = p_workspace_id;
     END IF;
 END
+$$;
+
+-- By local hour of day in p_tz and model: the usage of one runtime since p_since, as
+-- usage_report_raw answers it (date, agent and provider NULL), with tasks counted as the
+-- rollup counts them. Rows are summed per cell (hour, UTC day, provider, model, reported or
+-- not) before a cell is priced, and a group's tasks are its rows, corrected for the
+-- (task, model) pairs reported under several providers (usage_report_rollup): no sort or
+-- hash of every row's task. 1.8x faster than the raw statement at 10M (bench/RESULTS.md).
+CREATE FUNCTION usage_by_hour(p_since timestamptz, p_tz text, p_runtime_id uuid)
+RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
+               input_tokens numeric, output_tokens numeric,
+               cache_read_tokens numeric, cache_write_tokens numeric,
+               task_count bigint, cost_units numeric, unpriced_tokens numeric,
+               reported_units numeric, uncosted_input_tokens numeric,
+               uncosted_output_tokens numeric, uncosted_cache_read_tokens numeric,
+               uncosted_cache_write_tokens numeric)
+LANGUAGE sql STABLE AS $$
+    WITH cell AS (
+        SELECT date_part('hour', u.created_at AT TIME ZONE p_tz)::int AS hour,
+               utc_day(u.created_at) AS day, u.workspace_id, u.provider, u.model,
+               u.cost_usd IS NOT NULL AS priced, sum(u.cost_usd) AS cost_usd,
+               sum(u.input_tokens) AS input_tokens, sum(u.output_tokens) AS output_tokens,
+               sum(u.cache_read_tokens) AS cache_read_tokens,
+               sum(u.cache_write_tokens) AS cache_write_tokens, count(*) AS tasks
+        FROM task_usage u
+        WHERE u.runtime_id = p_runtime_id AND u.created_at >= p_since
+        GROUP BY 1, 2, 3, 4, 5, 6
+    ), price AS (
+        SELECT k.workspace_id, k.provider, k.model, s.*
+        FROM (SELECT DISTINCT workspace_id, provider, model FROM cell WHERE NOT priced) k
+        CROSS JOIN LATERAL price_segments(k.workspace_id, k.provider, k.model) s
+    ), part AS (
+        SELECT c.hour, c.model, c.input_tokens, c.output_tokens, c.cache_read_tokens,
+               c.cache_write_tokens, c.tasks,
+               usage_cost_units(c.cost_usd, c.input_tokens, c.output_tokens,
+                                c.cache_read_tokens, c.cache_write_tokens, p.price) AS cost,
+               usage_unpriced_tokens(c.cost_usd, c.input_tokens, c.output_tokens,
+                                     c.cache_read_tokens, c.cache_write_tokens,
+                                     p.price) AS unpriced,
+               c.priced, c.cost_usd AS reported
+        FROM cell c
+        LEFT JOIN price p ON NOT c.priced AND p.valid @> c.day
+            AND (p.workspace_id, p.provider, p.model) = (c.workspace_id, c.provider, c.model)
+        UNION ALL
+        SELECT date_part('hour', u.created_at AT TIME ZONE p_tz)::int, u.model, 0, 0, 0, 0,
+               count(DISTINCT u.task_id) - count(*), 0, 0, true, 0
+        FROM multi_provider_pairs(p_runtime_id, NULL) m
+        JOIN task_usage u ON u.task_id = m.task_id AND u.model = m.model
+        WHERE u.runtime_id = p_runtime_id AND u.created_at >= p_since
+        GROUP BY 1, 2
+    )
+    SELECT NULL::date, r.hour, NULL::uuid, NULL::text, r.model,
+           sum(r.input_tokens), sum(r.output_tokens),
+           sum(r.cache_read_tokens), sum(r.cache_write_tokens), sum(r.tasks)::bigint,
+           sum(r.cost), sum(r.unpriced), round(coalesce(sum(r.reported), 0) * 10000000000),
+           coalesce(sum(r.input_tokens) FILTER (WHERE NOT r.priced), 0),
+           coalesce(sum(r.output_tokens) FILTER (WHERE NOT r.priced), 0),
+           coalesce(sum(r.cache_read_tokens) FILTER (WHERE NOT r.priced), 0),
+           coalesce(sum(r.cache_write_tokens) FILTER (WHERE NOT r.priced), 0)
+    FROM part r
+    GROUP BY r.hour, r.model
 $$;
 
 -- Usage since p_since of one runtime, else one workspace, as usage_report_raw has it (no
