@@ -34,6 +34,7 @@ METRIC = "otlp:metric"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EARLIEST_NS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp()) * 10**9
 MAX_COST_USD = 10**6
+SCALARS = frozenset({"string_value", "int_value", "double_value", "bool_value"})
 
 CLAUDE_CODE_EVENTS = frozenset({"claude_code.api_request", "api_request"})
 # Codex logs a response's usage as this event of kind "response.completed" (the same kind
@@ -126,15 +127,10 @@ def attributes(kvs: Iterable[KeyValue]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kv in kvs:
         value = kv.value
-        kind = value.WhichOneof("value")
-        if kind == "string_value":
-            out[kv.key] = value.string_value
-        elif kind == "int_value":
-            out[kv.key] = value.int_value
-        elif kind == "double_value":
-            out[kv.key] = value.double_value
-        elif kind == "bool_value":
-            out[kv.key] = value.bool_value
+        if string := value.string_value:  # the common kind, read without asking (faster)
+            out[kv.key] = string
+        elif (kind := value.WhichOneof("value")) in SCALARS:
+            out[kv.key] = getattr(value, kind)
     return out
 
 
