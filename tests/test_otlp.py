@@ -115,12 +115,16 @@ def test_claude_codes_cost_is_an_estimate_kept_apart_from_the_cost(
     assert sum(d["cost_usd"] for d in days) == 0.018  # the prices', not Claude Code's 9.5
 
 
-def test_tokens_sent_as_numbers_count_as_those_sent_as_strings(
+def test_values_sent_as_numbers_count_as_those_sent_as_strings(
     live_url: str, world: World, db: psycopg.Connection[Row]
 ) -> None:
     token = world.daemon_token()
-    export_logs(live_url, token, [otel.api_request(AT, as_strings=False, tokens=(5, 6, 7, 8))])
+    event = otel.api_request(AT, as_strings=False, tokens=(5, 6, 7, 8))
+    # A double cost, beside attributes of the other kinds (a boolean, an empty string, a list).
+    event["attributes"] |= {"cost_usd": 0.25, "fast": True, "prompt.id": "", "tools": ["Edit"]}
+    export_logs(live_url, token, [event])
     assert tokens(db) == [(5, 6, 7, 8)]
+    assert str(rows(db)[0]["estimated_cost_usd"]) == "0.2500000000"
 
 
 def test_a_retried_export_changes_nothing_in_either_encoding(
