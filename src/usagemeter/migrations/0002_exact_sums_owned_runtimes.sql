@@ -76,6 +76,19 @@ LANGUAGE sql IMMUTABLE AS $$
                                      p_cache_read::numeric, p_cache_write::numeric, p_price))
 $$;
 
+-- A row of a usage report, whichever function reads it: its keys (NULL where not chosen),
+-- token sums, distinct tasks, cost in 1e-10 USD, tokens no price covered, the reported
+-- costs alone, and the tokens of rows without a reported cost.
+CREATE TYPE usage_report_row AS (
+    date date, hour integer, agent_id uuid, provider text, model text,
+    input_tokens numeric, output_tokens numeric,
+    cache_read_tokens numeric, cache_write_tokens numeric,
+    task_count bigint, cost_units numeric, unpriced_tokens numeric,
+    reported_units numeric, uncosted_input_tokens numeric,
+    uncosted_output_tokens numeric, uncosted_cache_read_tokens numeric,
+    uncosted_cache_write_tokens numeric
+);
+
 -- Usage since p_since: from the rollup when p_rollup (and p_since starts a quarter hour, as
 -- every local midnight since 1980 does: see usage_bin), else raw (usage_report_raw). The
 -- rollup path reads a runtime's day buckets from its first local midnight at or after
@@ -98,13 +111,7 @@ CREATE FUNCTION usage_report(p_since timestamptz, p_tz text,
                                         p_count_tasks boolean DEFAULT false,
                                         p_rollup boolean DEFAULT false,
                                         p_project_id uuid DEFAULT NULL)
-RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
-               input_tokens numeric, output_tokens numeric,
-               cache_read_tokens numeric, cache_write_tokens numeric,
-               task_count bigint, cost_units numeric, unpriced_tokens numeric,
-               reported_units numeric, uncosted_input_tokens numeric,
-               uncosted_output_tokens numeric, uncosted_cache_read_tokens numeric,
-               uncosted_cache_write_tokens numeric)
+RETURNS SETOF usage_report_row
 LANGUAGE plpgsql STABLE
 SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
@@ -164,13 +171,7 @@ CREATE FUNCTION usage_report_raw(p_since timestamptz, p_tz text, p_runtime_id uu
                                  p_by_date boolean, p_by_hour boolean, p_by_agent boolean,
                                  p_by_provider boolean, p_by_model boolean,
                                  p_count_tasks boolean, p_project_id uuid DEFAULT NULL)
-RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
-               input_tokens numeric, output_tokens numeric,
-               cache_read_tokens numeric, cache_write_tokens numeric,
-               task_count bigint, cost_units numeric, unpriced_tokens numeric,
-               reported_units numeric, uncosted_input_tokens numeric,
-               uncosted_output_tokens numeric, uncosted_cache_read_tokens numeric,
-               uncosted_cache_write_tokens numeric)
+RETURNS SETOF usage_report_row
 LANGUAGE sql STABLE AS $$
     WITH src AS (
         -- One branch per kind of scope, so that the scope is an index condition even when
@@ -247,13 +248,7 @@ $$;
 -- (task, model) pairs reported under several providers (usage_report_rollup): no sort or
 -- hash of every row's task. 1.8x faster than the raw statement at 10M (bench/RESULTS.md).
 CREATE FUNCTION usage_by_hour(p_since timestamptz, p_tz text, p_runtime_id uuid)
-RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
-               input_tokens numeric, output_tokens numeric,
-               cache_read_tokens numeric, cache_write_tokens numeric,
-               task_count bigint, cost_units numeric, unpriced_tokens numeric,
-               reported_units numeric, uncosted_input_tokens numeric,
-               uncosted_output_tokens numeric, uncosted_cache_read_tokens numeric,
-               uncosted_cache_write_tokens numeric)
+RETURNS SETOF usage_report_row
 LANGUAGE sql STABLE AS $$
     WITH cell AS (
         SELECT date_part('hour', u.created_at AT TIME ZONE p_tz)::int AS hour,
@@ -328,13 +323,7 @@ CREATE FUNCTION usage_report_rollup(p_since timestamptz, p_tz text,
                                                p_by_provider boolean, p_by_model boolean,
                                                p_count_tasks boolean,
                                                p_days_from timestamptz, p_day_zone text)
-RETURNS TABLE (date date, hour integer, agent_id uuid, provider text, model text,
-               input_tokens numeric, output_tokens numeric,
-               cache_read_tokens numeric, cache_write_tokens numeric,
-               task_count bigint, cost_units numeric, unpriced_tokens numeric,
-               reported_units numeric, uncosted_input_tokens numeric,
-               uncosted_output_tokens numeric, uncosted_cache_read_tokens numeric,
-               uncosted_cache_write_tokens numeric)
+RETURNS SETOF usage_report_row
 LANGUAGE sql STABLE AS $$
     WITH span AS (
         -- seg_end, raw_end, the local midnights of the dates from p_since's to seg_end's
